@@ -1,0 +1,24 @@
+"""Model registry: MODELS maps a config name to a Flax module class."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxseg.models.linear import PixelLinear
+from jaxseg.models.unet import UNet
+
+MODELS = {"linear": PixelLinear, "unet": UNet}
+
+
+def build_model(name: str, num_classes: int, *, dtype: str = "float32", **options) -> nn.Module:
+    """MODELS[name](num_classes, dtype, **options); an unknown name lists the valid ones."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    module = MODELS[name]
+    # Pass only the options this module declares: config.model holds every model's fields.
+    fields = {f for f in module.__dataclass_fields__ if f not in ("parent", "name")}
+    options = {k: v for k, v in options.items() if k in fields}
+    return module(num_classes=num_classes, dtype=jnp.dtype(dtype), **options)

@@ -1,0 +1,223 @@
+"""Run configuration: every field, its default and a one-line comment, declared once.
+
+Experiments (experiments/*.py) are Python files with `get_config(arg=None)` that start
+from `base_config()` and override; they are loaded by path:
+
+    python -m jaxseg.train --config experiments/unet.py:quick --config.optim.lr=0.01
+
+`parse_args` turns such a command line into a locked ConfigDict. A mistyped key or a
+value of the wrong type raises `ConfigError` with one line naming the key and the
+closest valid keys; the entry points print that line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field the library reads, with its default."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # seeds parameter init, data order, augmentation and dropout
+    c.total_steps = 2000  # optimizer steps in the whole run (the schedule spans them)
+    c.batch_size = 16  # global batch, split over all devices of all processes
+    c.eval_batch_size = 16  # global evaluation batch (the last one is padded)
+    c.log_every = 50  # steps between train-metric lines in metrics.jsonl
+    c.eval_every = 500  # steps between evaluations; 0 evaluates only at the end
+    c.checkpoint_every = 500  # steps between asynchronous checkpoints; 0: only at the end
+    c.keep_checkpoints = 3  # newest checkpoints kept (the best by val/miou is kept too)
+    c.init_from = ""  # checkpoint dir (a run's workdir, its checkpoints/ or one step): weights only
+    c.dtype = "float32"  # compute dtype: float32, or bfloat16 (params and optimizer stay f32)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "shapes"  # dataset, a key of jaxseg.data.DATASETS
+    c.data.image_size = (128, 128)  # training crop (height, width)
+    c.data.eval_size = (128, 128)  # evaluation image size (height, width) for generated data
+    c.data.num_train = 10_000  # examples in the train split of generated data
+    c.data.num_val = 200  # examples in the validation split of generated data
+    c.data.hflip = True  # random horizontal flip in training
+    c.data.num_workers = 0  # grain worker processes (0 reads in the main process)
+    c.data.read_threads = 4  # threads reading and transforming examples in each process
+    c.data.prefetch = 2  # batches each worker process reads ahead
+    c.data.ignore_index = 255  # mask value that contributes no loss and no metric
+    c.data.mean = (0.485, 0.456, 0.406)  # per-channel mean of images scaled to [0, 1]
+    c.data.std = (0.229, 0.224, 0.225)  # per-channel std of images scaled to [0, 1]
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "unet"  # architecture, a key of jaxseg.models.MODELS
+    c.model.base_width = 64  # channels of the first level; doubles at every level
+    c.model.depth = 4  # down-sampling steps (input sides are padded to a multiple of 2**depth)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"  # sgd (momentum) or adamw
+    c.optim.lr = 0.01  # peak learning rate, reached after warmup
+    c.optim.schedule = "poly"  # poly (power poly_power), cosine or constant, after warmup
+    c.optim.warmup_steps = 0  # linear warmup from 0 to lr
+    c.optim.poly_power = 0.9  # exponent of the poly decay
+    c.optim.end_lr = 0.0  # learning rate at the last step (poly and cosine)
+    c.optim.momentum = 0.9  # sgd momentum
+    c.optim.nesterov = False  # sgd Nesterov momentum
+    c.optim.b1 = 0.9  # adamw beta1
+    c.optim.b2 = 0.999  # adamw beta2
+    c.optim.weight_decay = 1e-4  # decoupled for adamw, L2 for sgd; never on BatchNorm or biases
+    c.optim.grad_clip = 0.0  # clip the global gradient norm to this value; 0 disables
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.class_weights = ()  # per-class cross-entropy weights; () weighs classes equally
+    c.loss.label_smoothing = 0.0  # mass spread uniformly over all classes
+    c.lock()  # experiments override fields; they cannot add new ones
+    return c
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message is one line meant for the user."""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path.py` or `path.py:arg` by calling the file's get_config([arg])."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config()")
+    config = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not ConfigDict")
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf field, e.g. ["seed", "optim.lr", ...]."""
+    keys = []
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += flat_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
+    keys = flat_keys(config)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    if not close:  # fall back on the fields of the same section
+        section = key.rpartition(".")[0]
+        close = [k for k in keys if k.rpartition(".")[0] == section][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(key: str, old, text: str):
+    """Parses `text` to the type of the field's current value `old`."""
+    if isinstance(old, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if old is None:
+            return text
+        raise ConfigError(
+            f"config key {key!r} needs a {type(old).__name__} like {old!r}, got {text!r}"
+        ) from None
+    if old is None:
+        return value
+    if isinstance(old, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(old, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(old, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(old, tuple | list):
+        ok = isinstance(value, tuple | list)
+        value = type(old)(value) if ok else value
+    else:
+        ok = isinstance(value, type(old))
+    if not ok:
+        raise ConfigError(
+            f"config key {key!r} needs a {type(old).__name__} like {old!r}, got {text!r}"
+        )
+    return value
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Sets config[key] (dotted) from command-line text, checking the key and the type."""
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise _unknown_key(config, key)
+        node = node[part]
+    if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
+        raise _unknown_key(config, key)
+    with node.unlocked():
+        node[leaf] = _coerce(key, node[leaf], text)
+
+
+@dataclasses.dataclass
+class Args:
+    config: ml_collections.ConfigDict
+    config_spec: str
+    workdir: str
+    extra: list[str]
+
+
+def parse_args(argv: Sequence[str], *, need_workdir: bool = False) -> Args:
+    """Parses `--config PATH[:ARG]`, `--config.a.b=V` overrides and `--workdir DIR`.
+
+    Other `--name=value` arguments are returned in `extra` for the entry point.
+    The default workdir is runs/<config file stem>[_<arg>].
+    """
+    spec, workdir, overrides, extra = None, None, [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in ("--config", "--workdir") and not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{name} needs a value")
+            value, i = args[i + 1], i + 1
+        if name == "--config":
+            spec = value
+        elif name == "--workdir":
+            workdir = value
+        elif name.startswith("--config."):
+            if not eq:
+                if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                    raise ConfigError(f"{name} needs a value: {name}=VALUE")
+                value, i = args[i + 1], i + 1
+            overrides.append((name[len("--config.") :], value))
+        else:
+            extra.append(arg)
+        i += 1
+    if spec is None:
+        raise ConfigError(
+            "--config PATH[:ARG] is required, e.g. --config experiments/unet.py:quick"
+        )
+    config = load_config_file(spec)
+    for key, value in overrides:
+        apply_override(config, key, value)
+    config.lock()
+    if workdir is None:
+        if need_workdir:
+            raise ConfigError("--workdir DIR is required")
+        path, _, arg = spec.partition(":")
+        stem = os.path.splitext(os.path.basename(path))[0]
+        workdir = os.path.join("runs", f"{stem}_{arg}" if arg else stem)
+    return Args(config=config, config_spec=spec, workdir=workdir, extra=extra)
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,108 @@
+"""grain input pipelines: a checkpointable training stream and padded evaluation batches.
+
+Training: source -> shard by process -> shuffle (a new order every epoch) -> repeat ->
+per-example transforms seeded by (seed, position) -> batch(drop_remainder). The
+iterator's state is a small dict saved with every checkpoint, so a resumed run reads
+the very batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grain
+import jax
+import numpy as np
+
+
+def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, where: str) -> None:
+    """Raises if the mask holds values that are neither a class nor ignore_index."""
+    values = np.unique(mask)
+    bad = values[(values >= num_classes) & (values != ignore_index) | (values < 0)]
+    if bad.size:
+        raise ValueError(
+            f"{where}: mask values {bad[:10].tolist()} are outside [0, {num_classes}) "
+            f"and not ignore_index={ignore_index}"
+        )
+
+
+class TrainTransform(grain.transforms.RandomMap):
+    """Random horizontal flip; mask to int32 and checked. Image and mask move together."""
+
+    def __init__(self, *, num_classes: int, ignore_index: int, hflip: bool):
+        self.num_classes, self.ignore_index, self.hflip = num_classes, ignore_index, hflip
+
+    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+        image, mask = example["image"], example["mask"]
+        check_mask(mask, self.num_classes, self.ignore_index, example.get("name", "example"))
+        if self.hflip and rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        return {
+            "image": np.ascontiguousarray(image),
+            "mask": np.ascontiguousarray(mask, dtype=np.int32),
+        }
+
+
+def train_iterator(
+    source,
+    *,
+    batch_size: int,
+    seed: int,
+    num_classes: int,
+    ignore_index: int = 255,
+    hflip: bool = True,
+    num_workers: int = 0,
+    read_threads: int = 4,
+    prefetch: int = 2,
+) -> grain.DatasetIterator:
+    """Endless per-process batches {"image": u8[b,H,W,C], "mask": i32[b,H,W]}.
+
+    batch_size is this process's share of the global batch. The iterator supports
+    get_state()/set_state() (saved in checkpoints by jaxseg.checkpoint).
+    """
+    dataset = grain.MapDataset.source(source)
+    # Shard by process before shuffling: each process owns a fixed, disjoint slice.
+    dataset = dataset[jax.process_index() :: jax.process_count()]
+    if len(dataset) < batch_size:
+        raise ValueError(
+            f"{source!r}: {len(dataset)} training examples on this process, "
+            f"fewer than one batch of {batch_size}"
+        )
+    dataset = dataset.shuffle(seed=seed).repeat()
+    transform = TrainTransform(num_classes=num_classes, ignore_index=ignore_index, hflip=hflip)
+    dataset = dataset.random_map(transform, seed=seed + 1)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads)
+    iter_dataset = dataset.to_iter_dataset(read)
+    if num_workers > 0:
+        iter_dataset = iter_dataset.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
+        )
+    return iter(iter_dataset)
+
+
+def eval_batches(source, *, batch_size: int) -> Iterator[dict]:
+    """Every example exactly once across processes, in fixed-shape padded batches.
+
+    batch_size is this process's share of the global batch. Yields
+    {"image": u8[b,H,W,C], "mask": i32[b,H,W], "valid": bool[b]}; padding examples are
+    zeros with valid False. Every process yields the same number of batches, so the
+    global arrays can always be assembled.
+    """
+    count, index, processes = len(source), jax.process_index(), jax.process_count()
+    mine = list(range(index, count, processes))
+    num_batches = -(-(-(-count // processes)) // batch_size)  # ceil(ceil(n / p) / b)
+    first = None
+    for b in range(num_batches):
+        chunk = mine[b * batch_size : (b + 1) * batch_size]
+        examples = [source[i] for i in chunk]
+        if first is None:
+            first = examples[0] if examples else source[0]
+        pad = batch_size - len(examples)
+        images = [e["image"] for e in examples] + [np.zeros_like(first["image"])] * pad
+        masks = [e["mask"] for e in examples] + [np.zeros_like(first["mask"])] * pad
+        yield {
+            "image": np.stack(images),
+            "mask": np.stack(masks).astype(np.int32),
+            "valid": np.arange(batch_size) < len(examples),
+        }

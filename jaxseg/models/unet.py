@@ -1,0 +1,60 @@
+"""U-Net (Ronneberger et al., 2015) with BatchNorm, as in the common PyTorch ports.
+
+depth down-sampling steps (max-pool 2x2) each followed by a double 3x3 conv
+(conv + BN + ReLU, twice); the up path mirrors it with a 2x2 stride-2 transposed
+convolution that halves the channels, concatenation with the skip, and a double conv.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class DoubleConv(nn.Module):
+    """(3x3 conv -> BN -> ReLU) x 2. x: [B,H,W,C] -> [B,H,W,features]."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        for _ in range(2):
+            x = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+            )(x)
+            x = nn.relu(x)
+        return x
+
+
+class UNet(nn.Module):
+    """x: f32[B,H,W,C] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
+
+    num_classes: int
+    base_width: int = 64
+    depth: int = 4
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
+        height, width = x.shape[1:3]
+        multiple = 2**self.depth
+        pad_h, pad_w = -height % multiple, -width % multiple
+        # Pad inside and crop back, so sides need not be multiples of 2**depth.
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0))).astype(self.dtype)
+
+        skips = []
+        for level in range(self.depth):
+            x = DoubleConv(self.base_width * 2**level, self.dtype)(x, train)
+            skips.append(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = DoubleConv(self.base_width * 2**self.depth, self.dtype)(x, train)
+        for level in reversed(range(self.depth)):
+            features = self.base_width * 2**level
+            x = nn.ConvTranspose(features, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+            x = jnp.concatenate([skips[level], x], axis=-1)
+            x = DoubleConv(features, self.dtype)(x, train)
+        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+        return logits[:, :height, :width].astype(jnp.float32), {}

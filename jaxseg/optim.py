@@ -1,0 +1,62 @@
+"""Optimizer: learning-rate schedule with linear warmup, SGD or AdamW, decay mask, clipping."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def make_schedule(
+    name: str,
+    lr: float,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    poly_power: float = 0.9,
+    end_lr: float = 0.0,
+) -> optax.Schedule:
+    """Linear warmup from 0 to lr over warmup_steps, then poly, cosine or constant."""
+    decay_steps = max(total_steps - warmup_steps, 1)
+    if name == "poly":
+        decay = optax.polynomial_schedule(lr, end_lr, poly_power, decay_steps)
+    elif name == "cosine":
+        decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=end_lr / lr if lr else 0.0)
+    elif name == "constant":
+        decay = optax.constant_schedule(lr)
+    else:
+        raise ValueError(f"unknown schedule {name!r}; valid: constant, cosine, poly")
+    if warmup_steps <= 0:
+        return decay
+    warmup = optax.linear_schedule(0.0, lr, warmup_steps)
+    return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def decay_mask(params) -> dict:
+    """True for conv/dense kernels; False for biases and BatchNorm scales and offsets."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    weight_decay: float = 0.0,
+    grad_clip: float = 0.0,
+) -> optax.GradientTransformation:
+    """SGD (L2 weight decay added to the gradient, as in torch.optim.SGD) or AdamW."""
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    if name == "sgd":
+        if weight_decay:
+            parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
+        parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov))
+    elif name == "adamw":
+        parts.append(
+            optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
+        )
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
+    return optax.chain(*parts)

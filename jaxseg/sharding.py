@@ -1,0 +1,47 @@
+"""Device mesh, shardings, and assembly of per-process batches into global arrays.
+
+One mesh axis, "data": the batch is split over every device of every process and the
+train state is replicated. Models know nothing of this.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (jax.sharding.Mesh: automatic axis types)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data axis; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") -> int:
+    """Returns the per-process batch; the global batch must split evenly over devices."""
+    devices = mesh.devices.size
+    if global_batch % devices:
+        raise ValueError(
+            f"{what}={global_batch} does not split over {devices} devices; "
+            f"use a multiple of {devices}"
+        )
+    return global_batch // jax.process_count()
+
+
+def to_global(batch: dict, mesh: Mesh) -> dict:
+    """Per-process numpy batch {name: [b,...]} -> global jax.Arrays [b * processes, ...]."""
+    sharding = batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }

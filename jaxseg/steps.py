@@ -1,0 +1,101 @@
+"""Pure train and eval steps. train.py binds model and optimizer and jits them once."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxseg import losses, metrics
+from jaxseg.state import TrainState
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+    """uint8 or float [B,H,W,C] in [0, 255] -> f32 (x / 255 - mean) / std. Done once, here."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    rng: jax.Array,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mean,
+    std,
+    ignore_index: int = 255,
+    class_weights=None,
+    label_smoothing: float = 0.0,
+) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch.
+
+    batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W]}. rng is folded with the step, so
+    a resumed run draws the same randomness. BatchNorm statistics are computed over the
+    whole global batch: under jit the batch is one array, whatever its sharding.
+
+    Returns the new state and scalar metrics {"loss", "grad_norm", "lr"}.
+    """
+    images = normalize(batch["image"], mean, std)
+    dropout_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+        (logits, _aux), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_rng},
+        )
+        pixel_loss, weight = losses.cross_entropy(
+            logits,
+            batch["mask"],
+            ignore_index=ignore_index,
+            class_weights=class_weights,
+            label_smoothing=label_smoothing,
+        )
+        return losses.weighted_mean(pixel_loss, weight), updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grads),
+        "lr": schedule(state.step),
+    }
+
+
+def eval_step(
+    state: TrainState,
+    batch: dict,
+    confusion: jax.Array,
+    *,
+    model: nn.Module,
+    num_classes: int,
+    mean,
+    std,
+    ignore_index: int = 255,
+) -> jax.Array:
+    """Adds this batch's confusion matrix to `confusion` (i32[K,K]).
+
+    batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W], "valid": bool[B]}; padded examples
+    (valid False) and ignored pixels are not counted.
+    """
+    images = normalize(batch["image"], mean, std)
+    logits, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+    )
+    labels = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
+    preds = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return confusion + metrics.confusion_matrix(
+        labels, preds, num_classes, ignore_index=ignore_index
+    )

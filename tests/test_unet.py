@@ -1,0 +1,34 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxseg.models import MODELS, build_model
+from jaxseg.state import count_params
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64)])
+def test_unet_output_shape_any_size(size):
+    model = build_model("unet", 5, base_width=4, depth=4)
+    x = jnp.zeros((2, *size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    (logits, aux), _ = jax.eval_shape(
+        lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), variables
+    )
+    assert logits.shape == (2, *size, 5) and logits.dtype == jnp.float32
+    assert aux == {}
+
+
+def test_unet_param_count_matches_reference():
+    # The classic U-Net (base 64, depth 4, 3 -> 2 channels, bias-free convs + BN,
+    # transposed-conv up path with bias, 1x1 head with bias), summed layer by layer by
+    # hand: 38,848 + 221,696 + 885,760 + 3,540,992 + 14,159,872 (down)
+    # + 9,177,600 + 2,295,040 + 574,080 + 143,680 (up) + 130 (head) = 31,037,698.
+    model = build_model("unet", 2, base_width=64, depth=4)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert count_params(variables["params"]) == 31_037_698
+
+
+def test_unknown_model_lists_valid():
+    with pytest.raises(KeyError, match="valid: linear, unet"):
+        build_model("unte", 2)
+    assert "unet" in MODELS
