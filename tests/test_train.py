@@ -83,9 +83,6 @@ def test_one_device_equals_eight_devices():
         one.batch_stats,
         eight.batch_stats,
     )
-    # Global (SyncBN) statistics: the running mean moved toward the mean over all 8 images.
-    mean1 = one.batch_stats["DoubleConv_0"]["BatchNorm_0"]["mean"]
-    assert np.abs(mean1 - 0).max() > 0  # updated at all
 
 
 def _train_losses(workdir):

@@ -8,6 +8,7 @@ the very batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import grain
@@ -91,7 +92,7 @@ def eval_batches(source, *, batch_size: int) -> Iterator[dict]:
     """
     count, index, processes = len(source), jax.process_index(), jax.process_count()
     mine = list(range(index, count, processes))
-    num_batches = -(-(-(-count // processes)) // batch_size)  # ceil(ceil(n / p) / b)
+    num_batches = math.ceil(math.ceil(count / processes) / batch_size)
     first = None
     for b in range(num_batches):
         chunk = mine[b * batch_size : (b + 1) * batch_size]
