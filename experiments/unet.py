@@ -20,18 +20,18 @@ def get_config(arg=None):
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     if arg == "quick":
-        c.total_steps = 600
+        c.total_steps = 900
         c.batch_size = 16
         c.eval_batch_size = 40
         c.data.image_size = (64, 64)
         c.data.eval_size = (64, 64)
         c.data.num_val = 200
         c.model.base_width = 16
-        c.optim.lr = 3e-3
+        c.optim.lr = 6e-3
         c.optim.warmup_steps = 30
         c.log_every = 25
-        c.eval_every = 200
-        c.checkpoint_every = 200
+        c.eval_every = 450
+        c.checkpoint_every = 450
     elif arg:
         raise ValueError(f"experiments/unet.py: unknown arg {arg!r}; valid: quick")
     return c

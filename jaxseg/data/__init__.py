@@ -10,11 +10,9 @@ from jaxseg.data import shapes
 
 
 def _shapes(split: str, *, image_size, num_examples: int, seed: int, **_unused):
-    source = shapes.ShapesSource(
+    return shapes.ShapesSource(
         split, image_size=tuple(image_size), num_examples=num_examples, seed=seed
     )
-    source.class_names = shapes.CLASS_NAMES  # TEMP until shapes.py carries it
-    return source
 
 
 DATASETS = {"shapes": _shapes}
