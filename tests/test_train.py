@@ -127,3 +127,16 @@ def test_experiment_runs_one_train_and_eval_step(path, tmp_path):
     assert np.isfinite(rows[0]["train/loss"]) and 0 <= rows[1]["val/miou"] <= 1
     assert len(jax.tree.leaves(result["state"].params)) > 0
     assert jnp.isfinite(result["scores"]["pixel_acc"])
+
+
+def test_bfloat16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
+    unet = os.path.join(ROOT, "experiments", "unet.py")
+    config = _config(f"{unet}:quick", *TINY, "--config.total_steps=2", "--config.dtype=bfloat16")
+    result = train_and_evaluate(config, str(tmp_path))
+    state = result["state"]
+    assert {x.dtype for x in jax.tree.leaves((state.params, state.opt_state))} <= {
+        jnp.dtype(jnp.float32),
+        jnp.dtype(jnp.int32),
+    }
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert np.isfinite(json.loads(f.readline())["train/loss"])
