@@ -240,9 +240,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         stopping = bool(stop_requested) or (
             stop_after is not None and step - start_step >= stop_after
         )
-        if (config.checkpoint_every and step % config.checkpoint_every == 0) or last or stopping:
+        saving = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
+        if saving or stopping:
             flat = {checkpoint.BEST_METRIC: scores["miou"]} if scores else None
             checkpoint.save(manager, step, state, train_iter, flat)
+        if scores or saving:  # images/s measures training only
+            window_start, window_time = step, time.perf_counter()
         if stopping:
             bar.write(f"stopping at step {step}: checkpoint saved in {workdir}/checkpoints")
             break
