@@ -1,0 +1,367 @@
+"""A folder of images and a folder of masks, paired by file stem, as a grain-compatible source.
+
+    root/images/a.jpg   root/masks/a.png
+    root/images/b.png   root/masks/b.png
+
+Masks are class-index images ("P" palette indices, or "L"/"I;16"/"I" integer values, optionally
+remapped with `value_map`) or RGB colour-coded images decoded with `palette`. Every decoded
+mask is checked: values are in [0, K) or ignore_index, else the file is named in the error.
+
+Splits come from list files of stems (`split_files`) or, without them, from a seeded shuffle of
+all stems (`split_ratio` to train, the rest to val), so the same folder and seed always give
+the same split on every host.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_INTEGER_MASK_MODES = ("1", "L", "P", "I", *_SIXTEEN_BIT)
+
+log = logging.getLogger(__name__)
+
+
+class BadExampleError(ValueError):
+    """An image/mask pair that cannot be used; the message names the file(s)."""
+
+
+def _examples(names: list[str], k: int = 5) -> str:
+    shown = ", ".join(names[:k])
+    return shown + (f", ... ({len(names) - k} more)" if len(names) > k else "")
+
+
+def _list_stems(directory: str, kind: str) -> dict[str, str]:
+    """stem -> file name for the image files in `directory` (hidden files and others ignored)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{kind} directory not found: {directory}")
+    found: dict[str, str] = {}
+    for name in sorted(os.listdir(directory)):
+        stem, ext = os.path.splitext(name)
+        # Dot files include macOS "._a.png" resource forks, which look like images but are not.
+        if name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if not os.path.isfile(os.path.join(directory, name)):
+            continue
+        if stem in found:
+            raise ValueError(
+                f"two {kind} files share the stem {stem!r} in {directory}: {found[stem]}, {name}"
+            )
+        found[stem] = name
+    return found
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; bincount is O(n) where np.unique would sort every pixel."""
+    if a.dtype in (np.uint8, np.uint16):
+        return np.flatnonzero(np.bincount(a.ravel(), minlength=1))
+    return np.unique(a)
+
+
+def _colours(codes: np.ndarray) -> list[tuple[int, int, int]]:
+    return [(int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255) for c in codes]
+
+
+class FolderSource:
+    """Grain-compatible random-access source over root/images_dir and root/masks_dir.
+
+    Example i is {"image": u8[H,W,3], "mask": u8[H,W] (i32[H,W] when K or ignore_index exceed
+    255), "name": str (the file stem)}; mask values are in [0, K) or ignore_index.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "train",
+        *,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        class_names: tuple[str, ...],
+        value_map: dict[int, int] | None = None,
+        palette: tuple[tuple[int, int, int], ...] | None = None,
+        split_files: dict[str, str] | None = None,
+        split_ratio: float = 0.8,
+        seed: int = 0,
+        ignore_index: int = 255,
+        max_pixels: int = 89_478_485,
+        skip_bad: bool = False,
+    ):
+        """Args:
+        root: dataset folder holding images_dir and masks_dir (and any split list files).
+        split: a key of split_files, or "train"/"val" for the ratio split.
+        class_names: K names; mask values must end up in [0, K) or ignore_index.
+        value_map: stored integer mask value -> class index (e.g. {0: 0, 255: 1}); a value
+          missing from the map is an error.
+        palette: palette[k] is the RGB colour of class k in RGB colour-coded masks.
+        split_files: split -> list file (one stem a line, relative to root).
+        split_ratio, seed: without split_files, a seeded shuffle of the sorted stems puts the
+          first round(ratio * N) in "train" and the rest in "val".
+        max_pixels: images or masks with more pixels are refused (decompression bombs).
+        skip_bad: decode every pair of the split now and drop the bad ones, recording them in
+          `self.skipped` as (stem, reason); otherwise a bad pair raises when it is read.
+        """
+        self.root = root
+        self.split = split
+        self.class_names = tuple(class_names)
+        if not self.class_names:
+            raise ValueError("class_names must not be empty")
+        self.ignore_index = int(ignore_index)
+        self.max_pixels = int(max_pixels)
+        self.value_map = (
+            None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
+        )
+        self._palette_keys, self._palette_classes = self._palette_lookup(palette)
+        num_classes = len(self.class_names)
+        fits_u8 = num_classes <= 256 and 0 <= self.ignore_index <= 255
+        self._mask_dtype = np.uint8 if fits_u8 else np.int32
+        # Pillow refuses images above 2 * MAX_IMAGE_PIXELS inside Image.open, before our own
+        # check can run; raise its (process-wide) limit to ours, never lower it.
+        if Image.MAX_IMAGE_PIXELS is not None and self.max_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = self.max_pixels
+
+        self._images_path = os.path.join(root, images_dir)
+        self._masks_path = os.path.join(root, masks_dir)
+        images = _list_stems(self._images_path, "images")
+        masks = _list_stems(self._masks_path, "masks")
+        no_mask = sorted(set(images) - set(masks))
+        no_image = sorted(set(masks) - set(images))
+        found = (
+            f"found {len(images)} images in {self._images_path}, "
+            f"{len(masks)} masks in {self._masks_path}"
+        )
+        if not images or not masks:
+            raise ValueError(f"no image/mask pairs: {found} (extensions {IMAGE_EXTENSIONS})")
+        if no_mask or no_image:
+            raise ValueError(
+                f"images and masks do not pair up by stem: {found}; "
+                f"{len(no_mask)} images without masks [{_examples(no_mask)}], "
+                f"{len(no_image)} masks without images [{_examples(no_image)}]"
+            )
+        stems = self._split_stems(sorted(images), split, split_files, split_ratio, seed)
+        self._pairs = [(s, images[s], masks[s]) for s in stems]
+
+        self.skipped: list[tuple[str, str]] = []
+        if skip_bad:
+            good = []
+            for pair in self._pairs:
+                try:
+                    self._load(*pair)
+                except BadExampleError as e:
+                    self.skipped.append((pair[0], str(e)))
+                else:
+                    good.append(pair)
+            self._pairs = good
+            if self.skipped:
+                log.warning(
+                    "FolderSource %s split %r: skipped %d of %d bad examples [%s]",
+                    root,
+                    split,
+                    len(self.skipped),
+                    len(self.skipped) + len(good),
+                    _examples([s for s, _ in self.skipped]),
+                )
+            if not good:
+                raise ValueError(
+                    f"every example of split {split!r} in {root} is bad: "
+                    + ("; ".join(r for _, r in self.skipped[:3]))
+                )
+
+    def _palette_lookup(self, palette):
+        """Sorted 24-bit colour codes and the class of each, for searchsorted decoding."""
+        if palette is None:
+            return None, None
+        if len(palette) != len(self.class_names):
+            raise ValueError(
+                f"palette has {len(palette)} colours for {len(self.class_names)} classes"
+            )
+        codes = np.array([(r << 16) | (g << 8) | b for r, g, b in palette], dtype=np.int64)
+        if len(np.unique(codes)) != len(codes):
+            raise ValueError(f"palette repeats a colour: {palette}")
+        order = np.argsort(codes)
+        return codes[order], order.astype(np.int32)
+
+    def _split_stems(self, stems, split, split_files, split_ratio, seed) -> list[str]:
+        if split_files is not None:
+            if split not in split_files:
+                raise ValueError(f"unknown split {split!r}; split_files has {sorted(split_files)}")
+            path = os.path.join(self.root, split_files[split])
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"split list for {split!r} not found: {path}")
+            with open(path) as f:
+                listed = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+            # Lists often hold file names rather than stems; accept both.
+            listed = [
+                os.path.splitext(s)[0] if s.lower().endswith(IMAGE_EXTENSIONS) else s
+                for s in listed
+            ]
+            if len(set(listed)) != len(listed):
+                dupes = sorted({s for s in listed if listed.count(s) > 1})
+                raise ValueError(f"split list {path} repeats stems: {_examples(dupes)}")
+            unknown = sorted(set(listed) - set(stems))
+            if unknown:
+                raise ValueError(
+                    f"split list {path} names {len(unknown)} stems with no image/mask pair: "
+                    f"{_examples(unknown)}"
+                )
+            chosen = sorted(listed)
+        else:
+            if split not in ("train", "val"):
+                raise ValueError(f"unknown split {split!r}; without split_files: train, val")
+            if not 0.0 <= split_ratio <= 1.0:
+                raise ValueError(f"split_ratio must be in [0, 1], got {split_ratio}")
+            perm = np.random.default_rng(seed).permutation(len(stems))
+            n_train = int(round(split_ratio * len(stems)))
+            picked = perm[:n_train] if split == "train" else perm[n_train:]
+            chosen = sorted(stems[i] for i in picked)
+        if not chosen:
+            raise ValueError(f"split {split!r} of {self.root} is empty")
+        return chosen
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        """Returns {"image": u8[H,W,3], "mask": u8 or i32[H,W], "name": str}."""
+        index = operator.index(index)  # accepts numpy integers, as grain passes them
+        if not 0 <= index < len(self._pairs):
+            raise IndexError(f"index {index} out of range for FolderSource of length {len(self)}")
+        return self._load(*self._pairs[index])
+
+    def _open(self, path: str) -> Image.Image:
+        """Opens and decodes one file; every failure becomes a BadExampleError naming it."""
+        try:
+            # The with-block closes the file once decoded: grain workers read many thousands.
+            with Image.open(path) as img:
+                if img.width * img.height > self.max_pixels:
+                    raise BadExampleError(
+                        f"{path} has {img.width}x{img.height} = {img.width * img.height} "
+                        f"pixels, above max_pixels={self.max_pixels}"
+                    )
+                img.load()
+            return img
+        except BadExampleError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise BadExampleError(f"{path} refused as too large: {e}") from e
+        except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises on corrupt files
+            raise BadExampleError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+
+    def _load(self, stem: str, image_name: str, mask_name: str) -> dict:
+        image_path = os.path.join(self._images_path, image_name)
+        mask_path = os.path.join(self._masks_path, mask_name)
+        image = self._open(image_path)
+        mask = self._open(mask_path)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        shown = image.size[::-1] if orientation in _SWAPS_AXES else image.size
+        if mask.size != shown:
+            detail = f" (EXIF orientation {orientation} gives {shown[0]}x{shown[1]})"
+            if orientation in _SWAPS_AXES and mask.size == image.size:
+                detail += (
+                    "; the mask matches the stored, unrotated pixels: remove the EXIF "
+                    "orientation tag or rotate the mask"
+                )
+            raise BadExampleError(
+                f"size mismatch: image {image_path} is {image.width}x{image.height} (WxH), "
+                f"mask {mask_path} is {mask.width}x{mask.height}"
+                + (detail if orientation != 1 else "")
+            )
+        # Annotation tools display (and so annotate) images as viewers do, EXIF-rotated.
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        return {
+            "image": self._image_array(image, image_path),
+            "mask": self._mask_array(mask, mask_path),
+            "name": stem,
+        }
+
+    @staticmethod
+    def _image_array(img: Image.Image, path: str) -> np.ndarray:
+        """u8[H,W,3]; 16-bit grey keeps its top byte, alpha is dropped, palettes are applied."""
+        if img.mode in _SIXTEEN_BIT or img.mode == "I":
+            values = np.asarray(img).astype(np.int64)
+            if values.min() < 0 or values.max() > 65535:
+                raise BadExampleError(f"{path}: mode {img.mode} values outside 16 bits")
+            grey = (values >> 8).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=-1)
+        if img.mode == "F":
+            raise BadExampleError(f"{path}: floating-point images (mode F) are not supported")
+        try:
+            # RGBA -> RGB drops alpha without compositing; P and L expand to their RGB colours.
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except ValueError as e:
+            raise BadExampleError(f"{path}: cannot convert mode {img.mode} to RGB: {e}") from e
+
+    def _mask_array(self, img: Image.Image, path: str) -> np.ndarray:
+        """u8/i32[H,W] class indices or ignore_index."""
+        if img.mode in ("RGB", "RGBA"):
+            mask = self._decode_colours(np.asarray(img)[..., :3], path)
+        elif img.mode in _INTEGER_MASK_MODES:
+            # For "P" this is the palette index, which is the class; convert("L") would replace
+            # it with the luminance of the palette colour.
+            values = np.asarray(img)
+            if values.dtype == np.bool_:
+                values = values.astype(np.uint8)
+            mask = values if self.value_map is None else self._apply_value_map(values, path)
+        else:
+            raise BadExampleError(
+                f"{path}: unsupported mask mode {img.mode}; use one of "
+                f"{', '.join(_INTEGER_MASK_MODES)} or RGB/RGBA with a palette"
+            )
+        present = _unique(mask)
+        bad = present[
+            ((present < 0) | (present >= len(self.class_names))) & (present != self.ignore_index)
+        ]
+        if bad.size:
+            raise BadExampleError(
+                f"{path}: mask values {bad[:10].tolist()} are outside [0, {len(self.class_names)})"
+                f" and not ignore_index={self.ignore_index}"
+                + ("" if self.value_map is not None else "; pass value_map to remap them")
+            )
+        return mask.astype(self._mask_dtype, copy=False)
+
+    def _apply_value_map(self, values: np.ndarray, path: str) -> np.ndarray:
+        present = _unique(values)
+        missing = [int(v) for v in present if int(v) not in self.value_map]
+        if missing:
+            raise BadExampleError(
+                f"{path}: mask values {missing[:10]} are not in value_map "
+                f"(keys {sorted(self.value_map)[:10]})"
+            )
+        mapped = np.array([self.value_map[int(v)] for v in present], dtype=np.int64)
+        # present is sorted, so searchsorted gives each pixel's position in it.
+        return mapped[np.searchsorted(present, values)]
+
+    def _decode_colours(self, rgb: np.ndarray, path: str) -> np.ndarray:
+        if self._palette_keys is None:
+            raise BadExampleError(
+                f"{path} is an RGB colour-coded mask; pass palette (one RGB colour per class)"
+            )
+        codes = (
+            (rgb[..., 0].astype(np.int64) << 16)
+            | (rgb[..., 1].astype(np.int64) << 8)
+            | rgb[..., 2].astype(np.int64)
+        )
+        keys = self._palette_keys
+        pos = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
+        known = keys[pos] == codes
+        if not known.all():
+            unknown = np.unique(codes[~known])
+            raise BadExampleError(
+                f"{path}: {int((~known).sum())} pixels have colours not in the palette, "
+                f"first {_colours(unknown[:5])}"
+            )
+        return self._palette_classes[pos]
+
+    def __repr__(self) -> str:
+        return (
+            f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
+            f"classes={len(self.class_names)}, skipped={len(self.skipped)})"
+        )
