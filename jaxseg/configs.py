@@ -40,7 +40,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"  # dataset, a key of jaxseg.data.DATASETS
     c.data.image_size = (128, 128)  # training crop (height, width)
-    c.data.eval_size = (128, 128)  # evaluation image size (height, width) for generated data
+    c.data.eval_size = (128, 128)  # evaluation size (height, width): generated, or padded to
+    c.data.root = ""  # folder datasets: directory holding images/ and masks/
+    c.data.class_names = ()  # folder: the K class names; mask values are indices into them
+    c.data.value_map = ()  # folder: ((stored value, class), ...) for integer masks, e.g. 255 -> 1
+    c.data.palette = ()  # folder: ((r, g, b), ...) colour of each class in RGB masks
+    c.data.train_list = ""  # folder: file of train stems, relative to root ("": split_ratio)
+    c.data.val_list = ""  # folder: file of validation stems, relative to root
+    c.data.split_ratio = 0.8  # folder without lists: seeded share of stems used for training
+    c.data.skip_bad = False  # folder: skip unreadable or invalid pairs (and report them)
+    c.data.max_pixels = 89_478_485  # refuse images larger than this (decompression bombs)
     c.data.num_train = 10_000  # examples in the train split of generated data
     c.data.num_val = 200  # examples in the validation split of generated data
     c.data.hflip = True  # random horizontal flip in training

@@ -30,12 +30,23 @@ from jaxseg.optim import make_optimizer, make_schedule
 from jaxseg.state import count_params, create_train_state
 
 
-def evaluate(eval_fn, state, source, *, batch_size: int, mesh, num_classes: int) -> dict:
+def evaluate(
+    eval_fn,
+    state,
+    source,
+    *,
+    batch_size: int,
+    pad_to: tuple[int, int],
+    ignore_index: int,
+    mesh,
+    num_classes: int,
+) -> dict:
     """Scores over the whole split from one confusion matrix summed on device."""
     confusion = jax.device_put(
         jnp.zeros((num_classes, num_classes), jnp.int32), sharding.replicated(mesh)
     )
-    for batch in eval_batches(source, batch_size=batch_size):
+    batches = eval_batches(source, batch_size=batch_size, pad_to=pad_to, ignore_index=ignore_index)
+    for batch in batches:
         confusion = eval_fn(state, sharding.to_global(batch, mesh), confusion)
     return metrics.scores(np.asarray(jax.device_get(confusion), np.int64))
 
@@ -69,20 +80,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
 
     # ---- Data ------------------------------------------------------------------------
     data = config.data
-    train_source = make_source(
-        data.name,
-        "train",
-        image_size=data.image_size,
-        num_examples=data.num_train,
-        seed=config.seed,
-    )
-    val_source = make_source(
-        data.name,
-        "val",
-        image_size=data.eval_size,
-        num_examples=data.num_val,
-        seed=config.seed,
-    )
+    data_options = {k: v for k, v in data.items() if k != "name"} | {"seed": config.seed}
+    train_source = make_source(data.name, "train", **data_options)
+    val_source = make_source(data.name, "val", **data_options)
     class_names = tuple(train_source.class_names)
     num_classes = len(class_names)
     train_iter = train_iterator(
@@ -91,6 +91,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         seed=config.seed,
         num_classes=num_classes,
         ignore_index=data.ignore_index,
+        crop_size=tuple(data.image_size),
         hflip=data.hflip,
         num_workers=data.num_workers,
         read_threads=data.read_threads,
@@ -184,6 +185,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         eval_fn,
         source=val_source,
         batch_size=local_eval_batch,
+        pad_to=tuple(data.eval_size),
+        ignore_index=data.ignore_index,
         mesh=mesh,
         num_classes=num_classes,
     )

@@ -53,6 +53,9 @@ def test_errors_name_the_problem():
         ShapesSource("tran")
     with pytest.raises(IndexError, match="index 10 out of range"):
         ShapesSource("train", (8, 8), 10)[10]
-    with pytest.raises(KeyError, match="valid: shapes"):
+    with pytest.raises(KeyError, match="valid: folder, membrane, shapes"):
         make_source("shapez", "train")
-    assert make_source("shapes", "val", image_size=(8, 8), num_examples=3, seed=0).class_names
+    val = make_source(
+        "shapes", "val", image_size=(8, 8), eval_size=(6, 9), num_train=5, num_val=3, seed=0
+    )
+    assert len(val) == 3 and val[0]["mask"].shape == (6, 9) and len(val.class_names) == 5

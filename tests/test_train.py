@@ -20,7 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 TINY = [
     "--config.data.image_size=(32, 32)",
-    "--config.data.eval_size=(32, 40)",
     "--config.data.num_val=12",
     "--config.batch_size=8",
     "--config.eval_batch_size=8",

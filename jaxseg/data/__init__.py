@@ -1,21 +1,94 @@
 """Dataset registry: DATASETS maps a config name to a function building a split's source.
 
-A source is grain-compatible (len and getitem) and yields
-{"image": u8[H,W,C], "mask": u8 or i32[H,W]}; it has a `class_names` tuple.
+A source is grain-compatible (len and getitem), yields
+{"image": u8[H,W,C], "mask": u8 or i32[H,W]} and has a `class_names` tuple. Builders take
+the data options as plain keyword arguments and use the ones they need.
 """
 
 from __future__ import annotations
 
-from jaxseg.data import shapes
+import os
+
+from jaxseg.data import folder, shapes
 
 
-def _shapes(split: str, *, image_size, num_examples: int, seed: int, **_unused):
+def _shapes(split: str, *, image_size, eval_size, num_train: int, num_val: int, seed: int, **_):
+    train = split == "train"
     return shapes.ShapesSource(
-        split, image_size=tuple(image_size), num_examples=num_examples, seed=seed
+        split,
+        image_size=tuple(image_size if train else eval_size),
+        num_examples=num_train if train else num_val,
+        seed=seed,
     )
 
 
-DATASETS = {"shapes": _shapes}
+def _folder(
+    split: str,
+    *,
+    root: str,
+    class_names,
+    value_map=(),
+    palette=(),
+    train_list="",
+    val_list="",
+    split_ratio=0.8,
+    seed=0,
+    ignore_index=255,
+    max_pixels=89_478_485,
+    skip_bad=False,
+    **_,
+):
+    if not root:
+        raise ValueError("data.root is empty: set --config.data.root=DIR (images/ and masks/)")
+    if not class_names:
+        raise ValueError("data.class_names is empty: name the classes of the folder dataset")
+    lists = {"train": train_list, "val": val_list}
+    return folder.FolderSource(
+        root,
+        split,
+        class_names=tuple(class_names),
+        value_map=dict(value_map) or None,
+        palette=tuple(tuple(c) for c in palette) or None,
+        split_files=lists if train_list or val_list else None,
+        split_ratio=split_ratio,
+        seed=seed,
+        ignore_index=ignore_index,
+        max_pixels=max_pixels,
+        skip_bad=skip_bad,
+    )
+
+
+# ISBI 2012 EM membranes (../shared/data/membrane): masks 0 = membrane, 255 = cell interior;
+# images 0..24 train, 25..29 validate.
+MEMBRANE_ROOT = os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "shared", "data", "membrane"
+)
+
+
+def _membrane(
+    split: str,
+    *,
+    root: str = "",
+    seed: int = 0,
+    ignore_index: int = 255,
+    max_pixels: int = 89_478_485,
+    skip_bad: bool = False,
+    **_,
+):
+    return folder.FolderSource(
+        root or os.path.normpath(MEMBRANE_ROOT),
+        split,
+        class_names=("membrane", "cell"),
+        value_map={0: 0, 255: 1},
+        split_files={"train": tuple(map(str, range(25))), "val": tuple(map(str, range(25, 30)))},
+        seed=seed,
+        ignore_index=ignore_index,
+        max_pixels=max_pixels,
+        skip_bad=skip_bad,
+    )
+
+
+DATASETS = {"folder": _folder, "membrane": _membrane, "shapes": _shapes}
 
 
 def make_source(name: str, split: str, **options):

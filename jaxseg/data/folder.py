@@ -101,7 +101,7 @@ class FolderSource:
         value_map: stored integer mask value -> class index (e.g. {0: 0, 255: 1}); a value
           missing from the map is an error.
         palette: palette[k] is the RGB colour of class k in RGB colour-coded masks.
-        split_files: split -> list file (one stem a line, relative to root).
+        split_files: split -> list file (one stem a line, relative to root), or a tuple of stems.
         split_ratio, seed: without split_files, a seeded shuffle of the sorted stems puts the
           first round(ratio * N) in "train" and the rest in "val".
         max_pixels: images or masks with more pixels are refused (decompression bombs).
@@ -192,11 +192,17 @@ class FolderSource:
         if split_files is not None:
             if split not in split_files:
                 raise ValueError(f"unknown split {split!r}; split_files has {sorted(split_files)}")
-            path = os.path.join(self.root, split_files[split])
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"split list for {split!r} not found: {path}")
-            with open(path) as f:
-                listed = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+            path = split_files[split]
+            if isinstance(path, list | tuple):  # the stems themselves (dataset presets)
+                listed, path = [str(s) for s in path], f"<{split} stems>"
+            else:
+                path = os.path.join(self.root, path)
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"split list for {split!r} not found: {path}")
+                with open(path) as f:
+                    listed = [
+                        ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")
+                    ]
             # Lists often hold file names rather than stems; accept both.
             listed = [
                 os.path.splitext(s)[0] if s.lower().endswith(IMAGE_EXTENSIONS) else s

@@ -27,15 +27,38 @@ def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, where: str
         )
 
 
-class TrainTransform(grain.transforms.RandomMap):
-    """Random horizontal flip; mask to int32 and checked. Image and mask move together."""
+def pad_to_size(image, mask, size: tuple[int, int], ignore_index: int, where: str = "example"):
+    """Pads image with 0 and mask with ignore_index at the bottom/right to size (H, W)."""
+    height, width = mask.shape
+    pad_h, pad_w = size[0] - height, size[1] - width
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"{where}: {height}x{width} is larger than the padded size {size}")
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+        mask = np.pad(mask, ((0, pad_h), (0, pad_w)), constant_values=ignore_index)
+    return image, mask
 
-    def __init__(self, *, num_classes: int, ignore_index: int, hflip: bool):
+
+class TrainTransform(grain.transforms.RandomMap):
+    """Random crop (padded first if smaller) and horizontal flip; mask to int32 and checked.
+
+    Image and mask always move together.
+    """
+
+    def __init__(self, *, num_classes: int, ignore_index: int, crop_size, hflip: bool):
         self.num_classes, self.ignore_index, self.hflip = num_classes, ignore_index, hflip
+        self.crop_size = tuple(crop_size)
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         image, mask = example["image"], example["mask"]
         check_mask(mask, self.num_classes, self.ignore_index, example.get("name", "example"))
+        crop_h, crop_w = self.crop_size
+        size = (max(crop_h, mask.shape[0]), max(crop_w, mask.shape[1]))
+        image, mask = pad_to_size(image, mask.astype(np.int32), size, self.ignore_index)
+        top = int(rng.integers(0, size[0] - crop_h + 1))
+        left = int(rng.integers(0, size[1] - crop_w + 1))
+        image = image[top : top + crop_h, left : left + crop_w]
+        mask = mask[top : top + crop_h, left : left + crop_w]
         if self.hflip and rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
         return {
@@ -51,6 +74,7 @@ def train_iterator(
     seed: int,
     num_classes: int,
     ignore_index: int = 255,
+    crop_size: tuple[int, int],
     hflip: bool = True,
     num_workers: int = 0,
     read_threads: int = 4,
@@ -70,7 +94,9 @@ def train_iterator(
             f"fewer than one batch of {batch_size}"
         )
     dataset = dataset.shuffle(seed=seed).repeat()
-    transform = TrainTransform(num_classes=num_classes, ignore_index=ignore_index, hflip=hflip)
+    transform = TrainTransform(
+        num_classes=num_classes, ignore_index=ignore_index, crop_size=crop_size, hflip=hflip
+    )
     dataset = dataset.random_map(transform, seed=seed + 1)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads)
@@ -82,28 +108,35 @@ def train_iterator(
     return iter(iter_dataset)
 
 
-def eval_batches(source, *, batch_size: int) -> Iterator[dict]:
+def eval_batches(
+    source, *, batch_size: int, pad_to: tuple[int, int], ignore_index: int = 255
+) -> Iterator[dict]:
     """Every example exactly once across processes, in fixed-shape padded batches.
 
-    batch_size is this process's share of the global batch. Yields
-    {"image": u8[b,H,W,C], "mask": i32[b,H,W], "valid": bool[b]}; padding examples are
-    zeros with valid False. Every process yields the same number of batches, so the
-    global arrays can always be assembled.
+    batch_size is this process's share of the global batch. Each example is padded to
+    pad_to (H, W) (image 0, mask ignore_index). Yields {"image": u8[b,H,W,C],
+    "mask": i32[b,H,W], "valid": bool[b]}; padding examples are zeros with valid False.
+    Every process yields the same number of batches, so global arrays can be assembled.
     """
     count, index, processes = len(source), jax.process_index(), jax.process_count()
     mine = list(range(index, count, processes))
     num_batches = math.ceil(math.ceil(count / processes) / batch_size)
-    first = None
     for b in range(num_batches):
-        chunk = mine[b * batch_size : (b + 1) * batch_size]
-        examples = [source[i] for i in chunk]
-        if first is None:
-            first = examples[0] if examples else source[0]
-        pad = batch_size - len(examples)
-        images = [e["image"] for e in examples] + [np.zeros_like(first["image"])] * pad
-        masks = [e["mask"] for e in examples] + [np.zeros_like(first["mask"])] * pad
-        yield {
-            "image": np.stack(images),
-            "mask": np.stack(masks).astype(np.int32),
-            "valid": np.arange(batch_size) < len(examples),
-        }
+        images, masks = [], []
+        for i in mine[b * batch_size : (b + 1) * batch_size]:
+            example = source[i]
+            image, mask = pad_to_size(
+                example["image"],
+                example["mask"].astype(np.int32),
+                pad_to,
+                ignore_index,
+                example.get("name", f"example {i}") + " (raise data.eval_size)",
+            )
+            images.append(image)
+            masks.append(mask)
+        valid = np.arange(batch_size) < len(images)
+        channels = images[0].shape[-1] if images else 3
+        while len(images) < batch_size:
+            images.append(np.zeros((*pad_to, channels), np.uint8))
+            masks.append(np.full(pad_to, ignore_index, np.int32))
+        yield {"image": np.stack(images), "mask": np.stack(masks), "valid": valid}
