@@ -80,8 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip = 0.0  # clip the global gradient norm to this value; 0 disables
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.class_weights = ()  # per-class cross-entropy weights; () weighs classes equally
-    c.loss.label_smoothing = 0.0  # mass spread uniformly over all classes
+    c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES
+    c.loss.class_weights = ()  # per-class weights for ce/ohem/topk; () weighs classes equally
+    c.loss.label_smoothing = 0.0  # ce: mass spread uniformly over all classes
     c.lock()  # experiments override fields; they cannot add new ones
     return c
 

@@ -506,6 +506,7 @@ def combined_loss(
     *,
     ignore_index: int = 255,
     class_weights: jax.Array | None = None,
+    options: dict[str, dict] | None = None,
 ) -> jax.Array:
     """sum over names of weights[name] * LOSSES[name](logits, labels), each reduced to f32[].
 
@@ -515,6 +516,7 @@ def combined_loss(
       weights: loss name -> factor, e.g. {"ce": 1.0, "lovasz": 0.5}; every loss runs with its
         default options.
       class_weights: optional f32[K], passed to "ce", "ohem" and "topk".
+      options: loss name -> extra keyword options, e.g. {"ce": {"label_smoothing": 0.1}}.
 
     Returns:
       f32[] scalar.
@@ -530,6 +532,7 @@ def combined_loss(
         kwargs = {"ignore_index": ignore_index}
         if class_weights is not None and name in _CLASS_WEIGHTED:
             kwargs["class_weights"] = class_weights
+        kwargs.update((options or {}).get(name, {}))
         out = LOSSES[name](logits, labels, **kwargs)
         value = weighted_mean(*out) if name in PIXEL_LOSSES else out
         total = total + factor * value

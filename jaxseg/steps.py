@@ -27,6 +27,7 @@ def train_step(
     schedule: optax.Schedule,
     mean,
     std,
+    loss_terms: tuple[tuple[str, float], ...] = (("ce", 1.0),),
     ignore_index: int = 255,
     class_weights=None,
     label_smoothing: float = 0.0,
@@ -37,6 +38,7 @@ def train_step(
     a resumed run draws the same randomness. BatchNorm statistics are computed over the
     whole global batch: under jit the batch is one array, whatever its sharding.
 
+    loss_terms: (name, weight) pairs of jaxseg.losses.LOSSES, summed.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr"}.
     """
     images = normalize(batch["image"], mean, std)
@@ -50,14 +52,15 @@ def train_step(
             mutable=["batch_stats"],
             rngs={"dropout": dropout_rng},
         )
-        pixel_loss, weight = losses.cross_entropy(
+        loss = losses.combined_loss(
             logits,
             batch["mask"],
+            dict(loss_terms),
             ignore_index=ignore_index,
             class_weights=class_weights,
-            label_smoothing=label_smoothing,
+            options={"ce": {"label_smoothing": label_smoothing}} if label_smoothing else None,
         )
-        return losses.weighted_mean(pixel_loss, weight), updates["batch_stats"]
+        return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

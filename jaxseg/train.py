@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import checkpoint, configs, metrics, sharding, steps, writer
+from jaxseg import checkpoint, configs, losses, metrics, sharding, steps, writer
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import eval_batches, train_iterator
 from jaxseg.models import build_model
@@ -151,6 +151,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
 
     # ---- Steps: jitted once, explicit shardings, the train state donated --------------
     class_weights = jnp.asarray(config.loss.class_weights) if config.loss.class_weights else None
+    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
+    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
+    if unknown:
+        raise ValueError(f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}")
     train_fn = jax.jit(
         functools.partial(
             steps.train_step,
@@ -159,6 +163,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
             schedule=schedule,
             mean=data.mean,
             std=data.std,
+            loss_terms=loss_terms,
             ignore_index=data.ignore_index,
             class_weights=class_weights,
             label_smoothing=config.loss.label_smoothing,
