@@ -35,6 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500  # steps between asynchronous checkpoints; 0: only at the end
     c.keep_checkpoints = 3  # newest checkpoints kept (the best by val/miou is kept too)
     c.init_from = ""  # checkpoint dir (a run's workdir, its checkpoints/ or one step): weights only
+    c.boundary_tolerance = 3  # pixels: width of the contour bands that boundary IoU compares
+    c.calibration_bins = 15  # confidence bins of the expected calibration error
     c.dtype = "float32"  # compute dtype: float32, or bfloat16 (params and optimizer stay f32)
 
     c.data = ml_collections.ConfigDict()
@@ -82,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES
     c.loss.class_weights = ()  # per-class weights for ce/ohem/topk; () weighs classes equally
+    c.loss.class_weight_method = ""  # inverse, median or enet: from the train split (cached)
     c.loss.label_smoothing = 0.0  # ce: mass spread uniformly over all classes
     c.lock()  # experiments override fields; they cannot add new ones
     return c

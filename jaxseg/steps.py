@@ -80,15 +80,16 @@ def train_step(
 def eval_step(
     state: TrainState,
     batch: dict,
-    confusion: jax.Array,
+    totals: dict,
     *,
     model: nn.Module,
     num_classes: int,
     mean,
     std,
     ignore_index: int = 255,
-) -> jax.Array:
-    """Adds this batch's confusion matrix to `confusion` (i32[K,K]).
+    boundary_tolerance: int = 3,
+) -> dict:
+    """Adds this batch's counts to `totals` (see jaxseg.metrics and empty_totals).
 
     batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W], "valid": bool[B]}; padded examples
     (valid False) and ignored pixels are not counted.
@@ -99,6 +100,25 @@ def eval_step(
     )
     labels = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
     preds = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return confusion + metrics.confusion_matrix(
-        labels, preds, num_classes, ignore_index=ignore_index
-    )
+    counts = {
+        "confusion": metrics.confusion_matrix(
+            labels, preds, num_classes, ignore_index=ignore_index
+        ),
+        "boundary": metrics.boundary_counts(
+            labels, preds, num_classes, ignore_index=ignore_index, tolerance=boundary_tolerance
+        ),
+        "calibration": metrics.calibration_counts(
+            logits, labels, ignore_index=ignore_index, num_bins=totals["calibration"].shape[1]
+        ),
+    }
+    return jax.tree.map(jnp.add, totals, counts)
+
+
+def empty_totals(num_classes: int, calibration_bins: int = 15) -> dict:
+    """Zero accumulators for eval_step: confusion i32[K,K], boundary i32[2,K],
+    calibration f32[K,bins,3]."""
+    return {
+        "confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
+        "boundary": jnp.zeros((2, num_classes), jnp.int32),
+        "calibration": jnp.zeros((num_classes, calibration_bins, 3), jnp.float32),
+    }

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import checkpoint, configs, losses, metrics, sharding, steps, writer
+from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import eval_batches, train_iterator
 from jaxseg.models import build_model
@@ -40,23 +41,31 @@ def evaluate(
     ignore_index: int,
     mesh,
     num_classes: int,
+    calibration_bins: int = 15,
 ) -> dict:
-    """Scores over the whole split from one confusion matrix summed on device."""
-    confusion = jax.device_put(
-        jnp.zeros((num_classes, num_classes), jnp.int32), sharding.replicated(mesh)
+    """Scores over the whole split from counts summed on device (jaxseg.metrics)."""
+    totals = jax.device_put(
+        steps.empty_totals(num_classes, calibration_bins), sharding.replicated(mesh)
     )
     batches = eval_batches(source, batch_size=batch_size, pad_to=pad_to, ignore_index=ignore_index)
     for batch in batches:
-        confusion = eval_fn(state, sharding.to_global(batch, mesh), confusion)
-    return metrics.scores(np.asarray(jax.device_get(confusion), np.int64))
+        totals = eval_fn(state, sharding.to_global(batch, mesh), totals)
+    totals = jax.device_get(totals)
+    return metrics.scores(
+        np.asarray(totals["confusion"], np.int64),
+        boundary=np.asarray(totals["boundary"], np.int64),
+        calibration=np.asarray(totals["calibration"], np.float64),
+    )
 
 
 def val_metrics(scores: dict, class_names: tuple[str, ...]) -> dict:
-    """Flat metrics.jsonl names: val/miou, val/pixel_acc, ..., val/iou/<class>, val/dice/<class>."""
-    flat = {f"val/{k}": scores[k] for k in ("miou", "pixel_acc", "mean_acc", "fwiou", "mdice")}
+    """Flat metrics.jsonl names: val/miou, val/pixel_acc, ..., val/iou/<class>, val/ece/<class>."""
+    means = ("miou", "pixel_acc", "mean_acc", "fwiou", "mdice", "mboundary_iou", "ece_all")
+    flat = {f"val/{k}": scores[k] for k in means if k in scores}
     for k, name in enumerate(class_names):
-        flat[f"val/iou/{name}"] = scores["iou"][k]
-        flat[f"val/dice/{name}"] = scores["dice"][k]
+        for metric in ("iou", "dice", "precision", "acc", "boundary_iou", "ece"):
+            if metric in scores:
+                flat[f"val/{'recall' if metric == 'acc' else metric}/{name}"] = scores[metric][k]
     return flat
 
 
@@ -151,6 +160,27 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
 
     # ---- Steps: jitted once, explicit shardings, the train state donated --------------
     class_weights = jnp.asarray(config.loss.class_weights) if config.loss.class_weights else None
+    if config.loss.class_weight_method:
+        if class_weights is not None:
+            raise ValueError("set loss.class_weights or loss.class_weight_method, not both")
+        class_weights = jnp.asarray(
+            compute_class_weights(
+                train_source,
+                num_classes,
+                config.loss.class_weight_method,
+                workdir=workdir,
+                ignore_index=data.ignore_index,
+                progress=is_main,
+            )
+        )
+        if is_main:
+            print(
+                f"class weights ({config.loss.class_weight_method}): {np.round(class_weights, 3)}"
+            )
+    if class_weights is not None and class_weights.shape != (num_classes,):
+        raise ValueError(
+            f"loss.class_weights has {class_weights.shape[0]} values for {num_classes} classes"
+        )
     loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
     unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
     if unknown:
@@ -180,6 +210,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
             mean=data.mean,
             std=data.std,
             ignore_index=data.ignore_index,
+            boundary_tolerance=config.boundary_tolerance,
         ),
         in_shardings=(replicated, batch_sharding, replicated),
         out_shardings=replicated,
@@ -194,6 +225,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         ignore_index=data.ignore_index,
         mesh=mesh,
         num_classes=num_classes,
+        calibration_bins=config.calibration_bins,
     )
 
     # ---- Loop ------------------------------------------------------------------------

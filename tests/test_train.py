@@ -139,3 +139,71 @@ def test_bfloat16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
     }
     with open(tmp_path / "metrics.jsonl") as f:
         assert np.isfinite(json.loads(f.readline())["train/loss"])
+
+
+def test_eval_counts_equal_on_one_and_eight_devices():
+    model = build_model("unet", 4, base_width=4, depth=2)
+    state = jax.device_get(
+        create_train_state(model, optax.identity(), jax.random.key(0), (16, 16, 3))
+    )
+    rng = np.random.default_rng(1)
+    batch = {
+        "image": rng.integers(0, 256, (8, 16, 16, 3)).astype(np.uint8),
+        "mask": rng.integers(0, 4, (8, 16, 16)).astype(np.int32),
+        "valid": np.arange(8) < 7,
+    }  # one padded example
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.make_mesh(devices)
+        fn = jax.jit(
+            functools.partial(
+                steps.eval_step, model=model, num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3
+            ),
+            in_shardings=(
+                sharding.replicated(mesh),
+                sharding.batch_sharding(mesh),
+                sharding.replicated(mesh),
+            ),
+            out_shardings=sharding.replicated(mesh),
+        )
+        totals = jax.device_put(steps.empty_totals(4), sharding.replicated(mesh))
+        results.append(
+            jax.device_get(
+                fn(
+                    jax.device_put(state, sharding.replicated(mesh)),
+                    jax.device_put(batch, sharding.batch_sharding(mesh)),
+                    totals,
+                )
+            )
+        )
+    one, eight = results
+    np.testing.assert_array_equal(one["confusion"], eight["confusion"])
+    np.testing.assert_array_equal(one["boundary"], eight["boundary"])
+    np.testing.assert_allclose(one["calibration"], eight["calibration"], rtol=1e-5)
+    assert one["confusion"].sum() == 7 * 16 * 16  # the padded example is not counted
+
+
+def test_loss_terms_and_computed_class_weights(tmp_path):
+    unet = os.path.join(ROOT, "experiments", "unet.py")
+    config = _config(
+        f"{unet}:quick",
+        *TINY,
+        "--config.total_steps=1",
+        "--config.data.num_train=16",
+        "--config.loss.terms=(('ce', 1.0), ('dice', 0.5), ('lovasz', 0.5))",
+        "--config.loss.class_weight_method=median",
+    )
+    result = train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "class_weights.json") as f:
+        cached = json.load(f)
+    assert cached["method"] == "median" and len(cached["weights"]) == 5
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert np.isfinite(json.loads(f.readline())["train/loss"])
+    assert "boundary_iou" in result["scores"] and "ece" in result["scores"]
+
+
+def test_unknown_loss_name_is_rejected(tmp_path):
+    unet = os.path.join(ROOT, "experiments", "unet.py")
+    config = _config(f"{unet}:quick", *TINY, "--config.loss.terms=(('dcie', 1.0),)")
+    with pytest.raises(ValueError, match=r"\['dcie'\]; valid: .*dice"):
+        train_and_evaluate(config, str(tmp_path))
