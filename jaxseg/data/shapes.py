@@ -26,7 +26,7 @@ MAX_SHAPES = 5
 # classes cover similar areas (circle pi r^2, square 3.14 r^2, triangle ~2.5 r^2, ring ~2.9 r^2).
 SIZE_RANGE = (0.12, 0.25)
 SQUARE_HALF_SIDE = 0.886  # (2 * 0.886 r)^2 = pi r^2
-TRIANGLE_CIRCUMRADIUS = 1.5  # larger would clip corners at the border too often
+TRIANGLE_CIRCUMRADIUS = 1.4  # larger would clip corners at the border too often
 RING_OUTER = 1.2
 RING_INNER_RANGE = (0.45, 0.62)  # inner/outer radius: a hole that is visible, a band that is too
 # Texture periods as fractions of the shorter side: kept below the shape sizes so that a texture
