@@ -478,6 +478,32 @@ def lovasz_hinge(
 # ---------------------------------------------------------------------------------------------
 # Registry and combination
 
+
+def boundary_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    distance: jax.Array | None = None,
+    ignore_index: int = 255,
+) -> jax.Array:
+    """Boundary loss (Kervadec et al. 2019): mean over valid pixels of sum_k p_k * phi_k.
+
+    distance: f32[B,H,W,K] signed distance to each class's region, negative inside and
+    positive outside (jaxseg.data.pipeline.signed_distance computes it on the host; 0 for a
+    class absent from the image). Minimal when probability mass sits inside each region.
+    Usually paired with a region loss, e.g. loss.terms = (("dice", 1.0), ("boundary", 0.01)).
+    Returns f32[].
+    """
+    if distance is None:
+        raise ValueError(
+            "the boundary loss needs distance maps: the pipeline adds them to the batch "
+            "when loss.terms names 'boundary'"
+        )
+    probs, _, valid = _masked_probs(logits, labels, ignore_index)
+    per_pixel = jnp.sum(probs * distance.astype(jnp.float32), axis=-1)
+    return weighted_mean(per_pixel, valid.astype(jnp.float32))
+
+
 LOSSES = {
     "ce": cross_entropy,
     "ohem": ohem_cross_entropy,
@@ -491,6 +517,7 @@ LOSSES = {
     "bce": sigmoid_bce,
     "binary_dice": binary_dice_loss,
     "lovasz_hinge": lovasz_hinge,
+    "boundary": boundary_loss,
 }
 
 # Per-pixel losses return (loss, weight) and are reduced with weighted_mean; the rest are scalar.

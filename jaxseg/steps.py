@@ -34,7 +34,8 @@ def train_step(
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
-    batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W]}. rng is folded with the step, so
+    batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W]} (and "distance": f32[B,H,W,K] for the
+    boundary loss). rng is folded with the step, so
     a resumed run draws the same randomness. BatchNorm statistics are computed over the
     whole global batch: under jit the batch is one array, whatever its sharding.
 
@@ -58,7 +59,10 @@ def train_step(
             dict(loss_terms),
             ignore_index=ignore_index,
             class_weights=class_weights,
-            options={"ce": {"label_smoothing": label_smoothing}} if label_smoothing else None,
+            options={
+                "ce": {"label_smoothing": label_smoothing},
+                "boundary": {"distance": batch.get("distance")},
+            },
         )
         return loss, updates["batch_stats"]
 

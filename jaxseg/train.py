@@ -101,6 +101,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         num_classes=num_classes,
         ignore_index=data.ignore_index,
         crop_size=tuple(data.image_size),
+        distance_maps=any(name == "boundary" for name, _ in config.loss.terms),
         hflip=data.hflip,
         num_workers=data.num_workers,
         read_threads=data.read_threads,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg import losses
+from jaxseg.data.pipeline import signed_distance
 
 IGNORE = 255
 BINARY = ("bce", "binary_dice", "lovasz_hinge")
@@ -14,6 +15,11 @@ LN3 = np.log(3.0)
 
 
 def _scalar(name, logits, labels, **kw):
+    if name == "boundary" and "distance" not in kw:
+        # Distance maps come from the pipeline (host numpy), not from traced labels; for the
+        # generic checks any fixed map will do (signed_distance has its own test).
+        rng = np.random.default_rng(0)
+        kw["distance"] = jnp.asarray(rng.normal(size=logits.shape), jnp.float32)
     out = losses.LOSSES[name](logits, labels, **kw)
     return losses.weighted_mean(*out) if name in losses.PIXEL_LOSSES else out
 
@@ -410,7 +416,7 @@ def test_combined_loss_unknown_name_lists_valid_ones():
 def test_registry_names():
     assert set(losses.LOSSES) == {
         "ce", "ohem", "topk", "focal", "dice", "jaccard", "tversky", "focal_tversky",
-        "lovasz", "bce", "binary_dice", "lovasz_hinge",
+        "lovasz", "bce", "binary_dice", "lovasz_hinge", "boundary",
     }  # fmt: skip
     assert set(losses.LOSSES) >= losses.PIXEL_LOSSES
 
@@ -421,3 +427,30 @@ def test_gradients_match_finite_differences(name):
     logits, labels = _inputs_for(name, seed=7)
     f = lambda x: _scalar(name, x, jnp.asarray(labels))
     jax.test_util.check_grads(f, (jnp.asarray(logits),), order=1, modes=["rev"], atol=2e-2)
+
+
+def test_signed_distance_hand_computed():
+    mask = np.array([[0, 0, 1, 1, 0]])
+    d = signed_distance(mask, 3)
+    # class 1: outside distances 2, 1 and 1; inside border pixels 0
+    np.testing.assert_array_equal(d[0, :, 1], [2, 1, 0, 0, 1])
+    # class 0 at 0, 1 and 4: pixel 0 lies one step deeper inside; 2 and 3 are 1 from it
+    np.testing.assert_array_equal(d[0, :, 0], [-1, 0, 1, 1, 0])
+    assert np.all(d[..., 2] == 0)  # absent class
+    inner = np.zeros((5, 5), int)
+    inner[1:4, 1:4] = 1
+    assert signed_distance(inner, 2)[2, 2, 1] == -1  # one pixel deep inside the region
+    ignored = np.array([[1, 255, 0]])
+    assert np.all(signed_distance(ignored, 2)[0, 1] == 0)
+
+
+def test_boundary_loss_hand_computed_and_needs_distance():
+    # One pixel row, 2 classes; probabilities (0.25, 0.75) everywhere.
+    logits = jnp.asarray(np.tile([0.0, LN3], (1, 1, 3, 1)), jnp.float32)
+    labels = jnp.asarray([[[0, 1, 255]]])
+    distance = jnp.asarray([[[[-1.0, 2.0], [3.0, -2.0], [9.0, 9.0]]]])
+    value = losses.boundary_loss(logits, labels, distance=distance)
+    # pixel 0: .25 * -1 + .75 * 2 = 1.25; pixel 1: .25 * 3 + .75 * -2 = -0.75; mean 0.25
+    np.testing.assert_allclose(float(value), 0.25, rtol=1e-6)
+    with pytest.raises(ValueError, match="distance maps"):
+        losses.boundary_loss(logits, labels)

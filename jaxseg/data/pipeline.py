@@ -27,6 +27,27 @@ def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, where: str
         )
 
 
+def signed_distance(mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Signed Euclidean distance to each class's region, f32[H,W,K], for the boundary loss.
+
+    Negative inside the region (0 on its border pixels), positive outside; all zeros for a
+    class absent from (or covering all of) the mask, and 0 at ignored pixels. mask: int[H,W].
+    """
+    from scipy import ndimage  # a jax dependency; only loaded when the boundary loss is on
+
+    out = np.zeros((*mask.shape, num_classes), np.float32)
+    for k in range(num_classes):
+        inside = mask == k
+        if inside.any() and not inside.all():
+            outside = ~inside
+            out[..., k] = (
+                ndimage.distance_transform_edt(outside) * outside
+                - (ndimage.distance_transform_edt(inside) - 1) * inside
+            )
+    out[mask == ignore_index] = 0
+    return out
+
+
 def pad_to_size(image, mask, size: tuple[int, int], ignore_index: int, where: str = "example"):
     """Pads image with 0 and mask with ignore_index at the bottom/right to size (H, W)."""
     height, width = mask.shape
@@ -45,9 +66,17 @@ class TrainTransform(grain.transforms.RandomMap):
     Image and mask always move together.
     """
 
-    def __init__(self, *, num_classes: int, ignore_index: int, crop_size, hflip: bool):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        ignore_index: int,
+        crop_size,
+        hflip: bool,
+        distance_maps: bool = False,
+    ):
         self.num_classes, self.ignore_index, self.hflip = num_classes, ignore_index, hflip
-        self.crop_size = tuple(crop_size)
+        self.crop_size, self.distance_maps = tuple(crop_size), distance_maps
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         image, mask = example["image"], example["mask"]
@@ -61,10 +90,13 @@ class TrainTransform(grain.transforms.RandomMap):
         mask = mask[top : top + crop_h, left : left + crop_w]
         if self.hflip and rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        return {
+        out = {
             "image": np.ascontiguousarray(image),
             "mask": np.ascontiguousarray(mask, dtype=np.int32),
         }
+        if self.distance_maps:  # on the host, after the geometry transforms
+            out["distance"] = signed_distance(out["mask"], self.num_classes, self.ignore_index)
+        return out
 
 
 def train_iterator(
@@ -76,11 +108,13 @@ def train_iterator(
     ignore_index: int = 255,
     crop_size: tuple[int, int],
     hflip: bool = True,
+    distance_maps: bool = False,
     num_workers: int = 0,
     read_threads: int = 4,
     prefetch: int = 2,
 ) -> grain.DatasetIterator:
-    """Endless per-process batches {"image": u8[b,H,W,C], "mask": i32[b,H,W]}.
+    """Endless per-process batches {"image": u8[b,H,W,C], "mask": i32[b,H,W]}, plus
+    "distance": f32[b,H,W,K] (signed_distance) when distance_maps is set.
 
     batch_size is this process's share of the global batch. The iterator supports
     get_state()/set_state() (saved in checkpoints by jaxseg.checkpoint).
@@ -95,7 +129,11 @@ def train_iterator(
         )
     dataset = dataset.shuffle(seed=seed).repeat()
     transform = TrainTransform(
-        num_classes=num_classes, ignore_index=ignore_index, crop_size=crop_size, hflip=hflip
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        crop_size=crop_size,
+        hflip=hflip,
+        distance_maps=distance_maps,
     )
     dataset = dataset.random_map(transform, seed=seed + 1)
     dataset = dataset.batch(batch_size, drop_remainder=True)
