@@ -454,3 +454,14 @@ def test_boundary_loss_hand_computed_and_needs_distance():
     np.testing.assert_allclose(float(value), 0.25, rtol=1e-6)
     with pytest.raises(ValueError, match="distance maps"):
         losses.boundary_loss(logits, labels)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_single_class_batch_is_finite(name):
+    logits, labels = _inputs_for(name, seed=7)
+    labels = jnp.zeros(labels.shape, jnp.int32)  # every pixel one class: the rest absent
+    value, grad = jax.jit(jax.value_and_grad(lambda x: _scalar(name, x, labels)))(
+        jnp.asarray(logits)
+    )
+    assert np.isfinite(float(value))
+    assert np.all(np.isfinite(np.asarray(grad)))
