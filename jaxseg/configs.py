@@ -83,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES
+    c.loss.aux_weights = ()  # (aux output name, weight): auxiliary heads' loss, e.g. 0.4
     c.loss.class_weights = ()  # per-class weights for ce/ohem/topk; () weighs classes equally
     c.loss.class_weight_method = ""  # inverse, median or enet: from the train split (cached)
     c.loss.label_smoothing = 0.0  # ce: mass spread uniformly over all classes

@@ -28,6 +28,7 @@ def train_step(
     mean,
     std,
     loss_terms: tuple[tuple[str, float], ...] = (("ce", 1.0),),
+    aux_weights: tuple[tuple[str, float], ...] = (),
     ignore_index: int = 255,
     class_weights=None,
     label_smoothing: float = 0.0,
@@ -40,20 +41,15 @@ def train_step(
     whole global batch: under jit the batch is one array, whatever its sharding.
 
     loss_terms: (name, weight) pairs of jaxseg.losses.LOSSES, summed.
+    aux_weights: (aux output name, weight) pairs: each auxiliary head's logits (upsampled to
+    the input size) get the same loss terms, scaled by the weight.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr"}.
     """
     images = normalize(batch["image"], mean, std)
     dropout_rng = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params):
-        (logits, _aux), updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            images,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": dropout_rng},
-        )
-        loss = losses.combined_loss(
+    def head_loss(logits):
+        return losses.combined_loss(
             logits,
             batch["mask"],
             dict(loss_terms),
@@ -64,6 +60,23 @@ def train_step(
                 "boundary": {"distance": batch.get("distance")},
             },
         )
+
+    def loss_fn(params):
+        (logits, aux), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_rng},
+        )
+        loss = head_loss(logits)
+        for name, weight in aux_weights:
+            if name not in aux:
+                raise KeyError(f"loss.aux_weights names {name!r}; the model's aux: {sorted(aux)}")
+            aux_logits = aux[name]
+            if aux_logits.shape != logits.shape:  # heads on a coarser stage: upsample to input
+                aux_logits = jax.image.resize(aux_logits, logits.shape, "bilinear")
+            loss = loss + weight * head_loss(aux_logits.astype(jnp.float32))
         return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

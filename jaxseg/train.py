@@ -195,6 +195,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
             mean=data.mean,
             std=data.std,
             loss_terms=loss_terms,
+            aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
             ignore_index=data.ignore_index,
             class_weights=class_weights,
             label_smoothing=config.loss.label_smoothing,

@@ -5,13 +5,14 @@ import glob
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, sharding, steps
+from jaxseg import configs, losses, sharding, steps
 from jaxseg.models import build_model
 from jaxseg.state import create_train_state
 from jaxseg.train import train_and_evaluate
@@ -207,3 +208,40 @@ def test_unknown_loss_name_is_rejected(tmp_path):
     config = _config(f"{unet}:quick", *TINY, "--config.loss.terms=(('dcie', 1.0),)")
     with pytest.raises(ValueError, match=r"\['dcie'\]; valid: .*dice"):
         train_and_evaluate(config, str(tmp_path))
+
+
+class _TwoHeads(nn.Module):
+    """Main logits plus a half-resolution auxiliary head, to test aux-loss weighting."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        logits = nn.Conv(3, (1, 1))(x)
+        aux = nn.Conv(3, (1, 1))(x[:, ::2, ::2])
+        return logits, {"aux": aux}
+
+
+def test_aux_head_loss_is_added_with_its_weight():
+    model = _TwoHeads()
+    state = create_train_state(model, optax.identity(), jax.random.key(0), (4, 4, 3))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (2, 4, 4, 3)), jnp.uint8),
+        "mask": jnp.asarray(rng.integers(0, 3, (2, 4, 4)), jnp.int32),
+    }
+    step = functools.partial(
+        steps.train_step,
+        model=model,
+        tx=optax.identity(),
+        schedule=optax.constant_schedule(0.0),
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+    )
+    _, plain = step(state, batch, jax.random.key(0))
+    _, with_aux = step(state, batch, jax.random.key(0), aux_weights=(("aux", 0.4),))
+    x = steps.normalize(batch["image"], (0.0,) * 3, (1.0,) * 3)
+    _, aux = model.apply({"params": state.params}, x)
+    aux_logits = jax.image.resize(aux["aux"], (2, 4, 4, 3), "bilinear")
+    aux_loss = losses.weighted_mean(*losses.cross_entropy(aux_logits, batch["mask"]))
+    np.testing.assert_allclose(with_aux["loss"], plain["loss"] + 0.4 * aux_loss, rtol=1e-6)
+    with pytest.raises(KeyError, match=r"'auxx'.*\['aux'\]"):
+        step(state, batch, jax.random.key(0), aux_weights=(("auxx", 0.4),))
