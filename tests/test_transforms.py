@@ -1,0 +1,205 @@
+"""Joint image+mask transforms: alignment, label validity, determinism, mmseg semantics."""
+
+import numpy as np
+import pytest
+
+from jaxseg.data import transforms as T
+
+OFFSET = 1000  # coordinate labels start here, so none collides with ignore_index 255
+STEP = 8  # image channels hold y * STEP and x * STEP (uint8 for sides up to 31)
+
+
+def coordinate_example(height, width, step=1):
+    """image u8[H,W,3] = (y * step, x * step, 7); mask i32[H,W] = OFFSET + y * W + x."""
+    y, x = np.mgrid[:height, :width]
+    image = np.stack([y * step, x * step, np.full_like(y, 7)], -1).astype(np.uint8)
+    return image, (OFFSET + y * width + x).astype(np.int32)
+
+
+def assert_exactly_aligned(image, mask, width, ignore_index=255):
+    """Each mask label names the source pixel the image holds; padding is 0 / ignore."""
+    pad = mask == ignore_index
+    assert np.all(image[pad] == 0)
+    src_y, src_x = np.divmod(mask[~pad] - OFFSET, width)
+    np.testing.assert_array_equal(image[~pad][:, 0], src_y)
+    np.testing.assert_array_equal(image[~pad][:, 1], src_x)
+    np.testing.assert_array_equal(image[~pad][:, 2], 7)
+
+
+def test_crop_flip_rot90_keep_image_and_mask_aligned():
+    image, mask = coordinate_example(13, 17)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        for out in [
+            T.random_crop(image, mask, rng, (8, 11)),
+            T.random_crop(image, mask, rng, (20, 12)),  # padded in H, cropped in W
+            T.hflip(image, mask),
+            T.vflip(image, mask),
+            *(T.rot90(image, mask, k) for k in range(4)),
+            T.random_flip_rotate(image, mask, rng, hflip=True, vflip=True, rot90=True),
+        ]:
+            assert_exactly_aligned(*out, width=17)
+    flipped = T.hflip(image, mask)[1]
+    np.testing.assert_array_equal(flipped[:, 0], mask[:, -1])
+    rotated = T.rot90(image, mask, 1)[1]
+    assert rotated.shape == (17, 13)
+    np.testing.assert_array_equal(rotated[0], mask[:, -1])  # counter-clockwise
+
+
+def test_train_transform_geometry_is_aligned_without_scaling():
+    image, mask = coordinate_example(10, 14)
+    for seed in range(6):
+        out_image, out_mask = T.train_transform(
+            image,
+            mask,
+            np.random.default_rng(seed),
+            crop_size=(12, 9),
+            scale_range=None,
+            cat_max_ratio=1.0,
+            hflip=True,
+            vflip=True,
+            rot90=True,
+            photometric=False,
+            blur_prob=0.0,
+            ignore_index=255,
+        )
+        assert out_image.shape == (12, 9, 3) and out_mask.shape == (12, 9)
+        assert out_mask.dtype == np.int32 and out_image.dtype == np.uint8
+        assert out_image.flags.c_contiguous and out_mask.flags.c_contiguous
+        assert_exactly_aligned(out_image, out_mask, width=14)
+
+
+def test_random_scale_mask_agrees_with_image_within_a_pixel():
+    height, width = 30, 26
+    image, mask = coordinate_example(height, width, STEP)
+    shapes = set()
+    for seed in range(8):
+        out_image, out_mask = T.random_scale(image, mask, np.random.default_rng(seed), (0.4, 2.5))
+        assert out_image.dtype == np.uint8 and out_mask.dtype == np.int32
+        assert out_image.shape[:2] == out_mask.shape
+        shapes.add(out_mask.shape)
+        src_y, src_x = np.divmod(out_mask - OFFSET, width)
+        # The bilinear image holds the (interpolated) source coordinate of each output pixel.
+        assert np.abs(out_image[..., 0] / STEP - src_y).max() <= 1.0
+        assert np.abs(out_image[..., 1] / STEP - src_x).max() <= 1.0
+        assert np.isin(out_mask, mask).all()
+    assert len(shapes) == 8  # the factor really is random
+
+
+def test_random_scale_handles_any_channel_count():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    mask = rng.integers(0, 3, (9, 11)).astype(np.uint8)
+    out_image, out_mask = T.random_scale(image, mask, rng, (2.0, 2.0))
+    assert out_image.shape == (18, 22, 4) and out_mask.shape == (18, 22)
+    assert out_mask.dtype == np.uint8
+    np.testing.assert_array_equal(out_mask[::2, ::2], mask)  # exact 2x nearest
+
+
+TRAIN_KW = dict(
+    scale_range=(0.5, 2.0),
+    cat_max_ratio=0.75,
+    hflip=True,
+    vflip=True,
+    rot90=True,
+    photometric=True,
+    blur_prob=0.5,
+    ignore_index=255,
+)
+
+
+@pytest.mark.parametrize("shape", [(40, 56), (12, 20)])  # the second always needs padding
+def test_train_transform_mask_values_stay_classes_or_ignore(shape):
+    num_classes = 5
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        mask = rng.integers(0, num_classes, shape)
+        mask[rng.random(shape) < 0.1] = 255
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        out_image, out_mask = T.train_transform(image, mask, rng, crop_size=(24, 32), **TRAIN_KW)
+        assert out_image.shape == (24, 32, 3) and out_image.dtype == np.uint8
+        assert out_mask.shape == (24, 32) and out_mask.dtype == np.int32
+        assert set(np.unique(out_mask)) <= set(range(num_classes)) | {255}
+
+
+def test_train_transform_is_deterministic_given_the_seed():
+    rng = np.random.default_rng(123)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 5, (30, 40))
+    outs = [
+        T.train_transform(image, mask, np.random.default_rng(s), crop_size=(16, 16), **TRAIN_KW)
+        for s in (7, 7, 8)
+    ]
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    assert not np.array_equal(outs[0][0], outs[2][0])
+
+
+def test_cat_max_ratio_rejects_crops_dominated_by_one_class():
+    mask = np.zeros((64, 64), np.int32)
+    mask[22:42, 22:42] = 1  # ~10% class 1: some 16x16 crops are < 75% class 0, most are not
+    mask[0:5, 0:5] = 255
+    image = np.zeros((64, 64, 3), np.uint8)
+
+    def max_share(crop):
+        counts = np.bincount(crop[crop != 255].ravel())
+        return counts.max() / counts.sum()
+
+    plain = [
+        max_share(T.random_crop(image, mask, np.random.default_rng(s), (16, 16))[1])
+        for s in range(20)
+    ]
+    assert max(plain) > 0.75  # without the constraint, dominated crops do get chosen
+    for seed in range(20):
+        _, crop = T.random_crop(
+            image, mask, np.random.default_rng(seed), (16, 16), cat_max_ratio=0.75, tries=30
+        )
+        assert max_share(crop) <= 0.75
+
+
+def test_photometric_keeps_dtype_shape_and_gray():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    gray = np.repeat(rng.integers(0, 256, (16, 20, 1), dtype=np.uint8), 3, axis=-1)
+    changed = False
+    for seed in range(12):
+        out = T.photometric(image, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        changed |= not np.array_equal(out, image)
+        out_gray = T.photometric(gray, np.random.default_rng(seed))
+        assert (out_gray.max(-1).astype(int) - out_gray.min(-1)).max() <= 1
+    assert changed
+    # Saturation and hue alone (brightness/contrast off) leave a gray image as it was.
+    only_color = dict(brightness=0, contrast=(1.0, 1.0))
+    for seed in range(12):
+        out_gray = T.photometric(gray, np.random.default_rng(seed), **only_color)
+        np.testing.assert_array_equal(out_gray, gray)
+
+
+def test_hsv_round_trip():
+    rgb = np.random.default_rng(0).integers(0, 256, (500, 3)).astype(np.float32)
+    np.testing.assert_allclose(T._hsv_to_rgb(T._rgb_to_hsv(rgb)), rgb, atol=1e-3)
+
+
+def test_gaussian_blur():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 15, 3), dtype=np.uint8)
+    assert T.gaussian_blur(image, rng, prob=0.0) is image
+    flat = np.full((12, 15, 3), 77, np.uint8)
+    np.testing.assert_array_equal(T.gaussian_blur(flat, rng, prob=1.0), flat)
+    blurred = T.gaussian_blur(image, rng, prob=1.0, sigma=(1.5, 1.5))
+    assert blurred.dtype == np.uint8 and blurred.shape == image.shape
+    assert blurred.astype(float).std() < image.astype(float).std()
+
+
+def test_resize_shorter_side():
+    rng = np.random.default_rng(0)
+    mask = rng.choice(np.array([0, 3, 9, 255]), (30, 50))
+    image = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    out_image, out_mask = T.resize_shorter_side(image, mask, 20)
+    assert out_image.shape == (20, 33, 3) and out_mask.shape == (20, 33)
+    assert out_image.dtype == np.uint8 and out_mask.dtype == mask.dtype
+    assert set(np.unique(out_mask)) <= {0, 3, 9, 255}
+    out_image, out_mask = T.resize_shorter_side(image.transpose(1, 0, 2), mask.T, 60)
+    assert out_image.shape == (100, 60, 3) and out_mask.shape == (100, 60)
+    np.testing.assert_array_equal(out_mask[::2, ::2], mask.T)  # exact 2x nearest
