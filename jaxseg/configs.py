@@ -54,7 +54,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_pixels = 89_478_485  # refuse images larger than this (decompression bombs)
     c.data.num_train = 10_000  # examples in the train split of generated data
     c.data.num_val = 200  # examples in the validation split of generated data
+    c.data.scale_range = (1.0, 1.0)  # random rescale factor range before cropping, e.g. (0.5, 2.0)
+    c.data.cat_max_ratio = 1.0  # redraw crops where one class covers more than this share
     c.data.hflip = True  # random horizontal flip in training
+    c.data.vflip = False  # random vertical flip in training
+    c.data.rot90 = False  # random 90-degree rotations in training (180 only for non-square crops)
+    c.data.photometric = False  # random brightness, contrast, saturation and hue (mmseg's)
+    c.data.blur_prob = 0.0  # probability of a random Gaussian blur
     c.data.num_workers = 0  # grain worker processes (0 reads in the main process)
     c.data.read_threads = 4  # threads reading and transforming examples in each process
     c.data.prefetch = 2  # batches each worker process reads ahead

@@ -15,6 +15,8 @@ import grain
 import jax
 import numpy as np
 
+from jaxseg.data import transforms
+
 
 def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, where: str) -> None:
     """Raises if the mask holds values that are neither a class nor ignore_index."""
@@ -61,41 +63,25 @@ def pad_to_size(image, mask, size: tuple[int, int], ignore_index: int, where: st
 
 
 class TrainTransform(grain.transforms.RandomMap):
-    """Random crop (padded first if smaller) and horizontal flip; mask to int32 and checked.
-
-    Image and mask always move together.
-    """
+    """The joint training augmentations of jaxseg.data.transforms.train_transform, then the
+    boundary loss's distance maps when asked. The mask is checked before anything moves."""
 
     def __init__(
-        self,
-        *,
-        num_classes: int,
-        ignore_index: int,
-        crop_size,
-        hflip: bool,
-        distance_maps: bool = False,
+        self, *, num_classes: int, ignore_index: int, distance_maps: bool = False, **augment
     ):
-        self.num_classes, self.ignore_index, self.hflip = num_classes, ignore_index, hflip
-        self.crop_size, self.distance_maps = tuple(crop_size), distance_maps
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.distance_maps, self.augment = distance_maps, augment
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-        image, mask = example["image"], example["mask"]
-        check_mask(mask, self.num_classes, self.ignore_index, example.get("name", "example"))
-        crop_h, crop_w = self.crop_size
-        size = (max(crop_h, mask.shape[0]), max(crop_w, mask.shape[1]))
-        image, mask = pad_to_size(image, mask.astype(np.int32), size, self.ignore_index)
-        top = int(rng.integers(0, size[0] - crop_h + 1))
-        left = int(rng.integers(0, size[1] - crop_w + 1))
-        image = image[top : top + crop_h, left : left + crop_w]
-        mask = mask[top : top + crop_h, left : left + crop_w]
-        if self.hflip and rng.random() < 0.5:
-            image, mask = image[:, ::-1], mask[:, ::-1]
-        out = {
-            "image": np.ascontiguousarray(image),
-            "mask": np.ascontiguousarray(mask, dtype=np.int32),
-        }
+        check_mask(
+            example["mask"], self.num_classes, self.ignore_index, example.get("name", "example")
+        )
+        image, mask = transforms.train_transform(
+            example["image"], example["mask"], rng, ignore_index=self.ignore_index, **self.augment
+        )
+        out = {"image": image, "mask": mask}
         if self.distance_maps:  # on the host, after the geometry transforms
-            out["distance"] = signed_distance(out["mask"], self.num_classes, self.ignore_index)
+            out["distance"] = signed_distance(mask, self.num_classes, self.ignore_index)
         return out
 
 
@@ -107,7 +93,13 @@ def train_iterator(
     num_classes: int,
     ignore_index: int = 255,
     crop_size: tuple[int, int],
+    scale_range=(1.0, 1.0),
+    cat_max_ratio: float = 1.0,
     hflip: bool = True,
+    vflip: bool = False,
+    rot90: bool = False,
+    photometric: bool = False,
+    blur_prob: float = 0.0,
     distance_maps: bool = False,
     num_workers: int = 0,
     read_threads: int = 4,
@@ -131,9 +123,15 @@ def train_iterator(
     transform = TrainTransform(
         num_classes=num_classes,
         ignore_index=ignore_index,
-        crop_size=crop_size,
-        hflip=hflip,
         distance_maps=distance_maps,
+        crop_size=tuple(crop_size),
+        scale_range=tuple(scale_range),
+        cat_max_ratio=cat_max_ratio,
+        hflip=hflip,
+        vflip=vflip,
+        rot90=rot90,
+        photometric=photometric,
+        blur_prob=blur_prob,
     )
     dataset = dataset.random_map(transform, seed=seed + 1)
     dataset = dataset.batch(batch_size, drop_remainder=True)
