@@ -239,5 +239,19 @@ def parse_args(argv: Sequence[str], *, need_workdir: bool = False) -> Args:
     return Args(config=config, config_spec=spec, workdir=workdir, extra=extra)
 
 
+def augment_options(data: ml_collections.ConfigDict) -> dict:
+    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator."""
+    return {
+        "crop_size": tuple(data.image_size),
+        "scale_range": tuple(data.scale_range),
+        "cat_max_ratio": data.cat_max_ratio,
+        "hflip": data.hflip,
+        "vflip": data.vflip,
+        "rot90": data.rot90,
+        "photometric": data.photometric,
+        "blur_prob": data.blur_prob,
+    }
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
