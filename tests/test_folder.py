@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxseg.data import MEMBRANE_ROOT
 from jaxseg.data.folder import FolderSource
 
-MEMBRANE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "membrane")
-MEMBRANE = MEMBRANE if os.path.isdir(MEMBRANE) else "/work/shared/data/membrane"
+MEMBRANE = MEMBRANE_ROOT  # shared/ beside the repository, as on CI
 MEMBRANE_OPTS = dict(class_names=("membrane", "cell"), value_map={0: 0, 255: 1})
 THREE = ("a", "b", "c")
 
@@ -50,7 +50,6 @@ def _src(root, split="all", **kw):
 # --- membrane (real data) ----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.isdir(MEMBRANE), reason="membrane data not present")
 def test_membrane_ratio_split_is_disjoint_and_complete():
     train = FolderSource(MEMBRANE, "train", split_ratio=25 / 30, seed=1, **MEMBRANE_OPTS)
     val = FolderSource(MEMBRANE, "val", split_ratio=25 / 30, seed=1, **MEMBRANE_OPTS)
@@ -75,7 +74,6 @@ def test_membrane_ratio_split_is_disjoint_and_complete():
         np.testing.assert_array_equal(ex["image"][..., 1], grey)
 
 
-@pytest.mark.skipif(not os.path.isdir(MEMBRANE), reason="membrane data not present")
 def test_membrane_without_value_map_names_file_and_values():
     # Without any value_map, 255 would pass as ignore_index: the loader cannot tell.
     src = FolderSource(MEMBRANE, "train", class_names=("membrane", "cell"), value_map={0: 0})

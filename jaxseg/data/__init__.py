@@ -58,10 +58,13 @@ def _folder(
     )
 
 
-# ISBI 2012 EM membranes (../shared/data/membrane): masks 0 = membrane, 255 = cell interior;
-# images 0..24 train, 25..29 validate.
-MEMBRANE_ROOT = os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared", "data", "membrane"
+# ISBI 2012 EM membranes: masks 0 = membrane, 255 = cell interior; images 0..24 train,
+# 25..29 validate. The data lives in shared/ beside the repository (JAXSEG_MEMBRANE overrides).
+MEMBRANE_ROOT = os.environ.get(
+    "JAXSEG_MEMBRANE",
+    os.path.normpath(
+        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "membrane")
+    ),
 )
 
 
@@ -76,7 +79,7 @@ def _membrane(
     **_,
 ):
     return folder.FolderSource(
-        root or os.path.normpath(MEMBRANE_ROOT),
+        root or MEMBRANE_ROOT,
         split,
         class_names=("membrane", "cell"),
         value_map={0: 0, 255: 1},
