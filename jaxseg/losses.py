@@ -111,6 +111,17 @@ def _safe_pow(x: jax.Array, gamma: float) -> jax.Array:
 # Per-pixel multi-class losses: (loss f32[B,H,W], weight f32[B,H,W])
 
 
+def _hardness(nll: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(nll without gradient, rank of each valid pixel from the hardest, i32[B,H,W]).
+
+    Selection is not differentiated; ranking by nll is ranking by true-class probability,
+    reversed. Ignored pixels rank last.
+    """
+    hard = jax.lax.stop_gradient(nll)
+    ranks = _ranks_descending(jnp.where(valid, hard, -jnp.inf).reshape(-1)).reshape(nll.shape)
+    return hard, ranks
+
+
 def ohem_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,
@@ -138,9 +149,7 @@ def ohem_cross_entropy(
         logits, labels, ignore_index=ignore_index, class_weights=class_weights
     )
     valid = _valid(labels, logits.shape[-1], ignore_index)
-    # Selection is not differentiated; ranking by nll is ranking by true-class prob, reversed.
-    hard = jax.lax.stop_gradient(nll)
-    ranks = _ranks_descending(jnp.where(valid, hard, -jnp.inf).reshape(-1)).reshape(nll.shape)
+    hard, ranks = _hardness(nll, valid)
     # p < thresh  <=>  nll > -log(thresh).
     keep = valid & ((hard > -jnp.log(thresh)) | (ranks < min_kept * labels.shape[0]))
     return nll, weight * keep.astype(jnp.float32)
@@ -168,8 +177,7 @@ def topk_cross_entropy(
         logits, labels, ignore_index=ignore_index, class_weights=class_weights
     )
     valid = _valid(labels, logits.shape[-1], ignore_index)
-    hard = jax.lax.stop_gradient(nll)
-    ranks = _ranks_descending(jnp.where(valid, hard, -jnp.inf).reshape(-1)).reshape(nll.shape)
+    _, ranks = _hardness(nll, valid)
     k = jnp.ceil(k_percent * jnp.sum(valid).astype(jnp.float32))
     # Ranks break ties by position, so exactly k pixels are kept.
     keep = valid & (ranks < k)
