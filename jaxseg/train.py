@@ -70,7 +70,9 @@ def val_metrics(scores: dict, class_names: tuple[str, ...]) -> dict:
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
-    """Runs (or resumes) the run that config describes in workdir; returns the last val scores.
+    """Runs (or resumes) the run that config describes in workdir.
+
+    Returns {"step": last step, "state": the TrainState, "scores": the last val scores}.
 
     stop_after: return after this many steps of this invocation, with a checkpoint, as a
     preempted job would (used to test resume).
