@@ -52,6 +52,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.split_ratio = 0.8  # folder without lists: seeded share of stems used for training
     c.data.skip_bad = False  # folder: skip unreadable or invalid pairs (and report them)
     c.data.max_pixels = 89_478_485  # refuse images larger than this (decompression bombs)
+    c.data.tfds_name = ""  # tfds: dataset name, e.g. oxford_iiit_pet (presets fill the rest)
+    c.data.tfds_dir = ""  # tfds: data_dir holding the prepared dataset ("": TFDS default)
+    c.data.train_split = ""  # tfds: train split name ("": the preset's)
+    c.data.val_split = ""  # tfds: validation split name ("": the preset's)
+    c.data.image_key = ""  # tfds: feature holding the image ("": the preset's)
+    c.data.mask_key = ""  # tfds: feature holding the mask ("": the preset's)
     c.data.num_train = 10_000  # examples in the train split of generated data
     c.data.num_val = 200  # examples in the validation split of generated data
     c.data.scale_range = (1.0, 1.0)  # random rescale factor range before cropping, e.g. (0.5, 2.0)

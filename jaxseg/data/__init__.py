@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from jaxseg.data import folder, shapes
+from jaxseg.data import folder, shapes, tfds_source
 
 
 def _shapes(split: str, *, image_size, eval_size, num_train: int, num_val: int, seed: int, **_):
@@ -91,7 +91,56 @@ def _membrane(
     )
 
 
-DATASETS = {"folder": _folder, "membrane": _membrane, "shapes": _shapes}
+def _tfds(
+    split: str,
+    *,
+    tfds_name: str,
+    tfds_dir="",
+    train_split="",
+    val_split="",
+    image_key="",
+    mask_key="",
+    class_names=(),
+    value_map=(),
+    ignore_index=255,
+    **_,
+):
+    if not tfds_name:
+        raise ValueError("data.tfds_name is empty: name the TFDS dataset, e.g. oxford_iiit_pet")
+    preset = tfds_source.PRESETS.get(tfds_name.split(":")[0], {})
+    fields = {
+        "train_split": train_split,
+        "val_split": val_split,
+        "image_key": image_key,
+        "mask_key": mask_key,
+        "class_names": tuple(class_names),
+        "value_map": dict(value_map),
+    }
+    # Config fields win over the preset; what neither gives is an error naming the field.
+    chosen = {k: v or preset.get(k) for k, v in fields.items()}
+    missing = [
+        k
+        for k in ("train_split", "val_split", "image_key", "mask_key", "class_names")
+        if not chosen[k]
+    ]
+    if missing:
+        raise ValueError(
+            f"data.tfds_name={tfds_name!r} has no preset; set data.{missing[0]} "
+            f"(presets: {', '.join(sorted(tfds_source.PRESETS))})"
+        )
+    return tfds_source.TfdsSource(
+        tfds_name,
+        chosen["train_split"] if split == "train" else chosen["val_split"],
+        data_dir=tfds_dir,
+        image_key=chosen["image_key"],
+        mask_key=chosen["mask_key"],
+        class_names=chosen["class_names"],
+        value_map=chosen["value_map"] or None,
+        ignore_index=ignore_index,
+    )
+
+
+DATASETS = {"folder": _folder, "membrane": _membrane, "shapes": _shapes, "tfds": _tfds}
 
 
 def make_source(name: str, split: str, **options):

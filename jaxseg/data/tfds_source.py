@@ -1,0 +1,102 @@
+"""TFDS datasets read through `tfds.data_source` (array_record; no TensorFlow at train time).
+
+    python -m jaxseg.train --config experiments/unet.py --config.data.name=tfds \
+        --config.data.tfds_name=oxford_iiit_pet --config.data.tfds_dir=/data/tfds
+
+The dataset must already be prepared in tfds_dir (`tfds build`, or a copy of its files):
+jaxseg never downloads. PRESETS know the image and mask keys, splits and label maps of the
+TFDS datasets that carry segmentation masks; anything else is configured field by field.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Cityscapes label ids -> the 19 training classes (the official trainId table); others ignored.
+_CITYSCAPES_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+PRESETS = {
+    # Trimaps: 1 pet, 2 background, 3 border.
+    "oxford_iiit_pet": dict(
+        image_key="image", mask_key="segmentation_mask", train_split="train", val_split="test",
+        class_names=("pet", "background", "border"), value_map={1: 0, 2: 1, 3: 2},
+    ),
+    # ADE20K scene parsing: 0 is "other" (ignored), 1..150 the classes.
+    "scene_parse150": dict(
+        image_key="image", mask_key="annotation", train_split="train", val_split="test",
+        class_names=tuple(f"class{k:03d}" for k in range(1, 151)),
+        value_map={0: 255, **{k: k - 1 for k in range(1, 151)}},
+    ),
+    # Needs the manual download that TFDS describes for cityscapes.
+    "cityscapes/semantic_segmentation": dict(
+        image_key="image_left", mask_key="segmentation_label", train_split="train",
+        val_split="validation",
+        class_names=(
+            "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+            "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+            "bus", "train", "motorcycle", "bicycle",
+        ),
+        value_map={**{k: 255 for k in range(34)}, **{k: i for i, k in enumerate(_CITYSCAPES_IDS)}},
+    ),
+}  # fmt: skip
+
+
+class TfdsSource:
+    """A split of a prepared TFDS dataset as {"image": u8[H,W,3], "mask": u8 or i32[H,W]}."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        *,
+        data_dir: str | None,
+        image_key: str,
+        mask_key: str,
+        class_names: tuple[str, ...],
+        value_map: dict[int, int] | None = None,
+        ignore_index: int = 255,
+    ):
+        import tensorflow_datasets as tfds  # heavy import, only for this source
+
+        self.name, self.split = name, split
+        self.image_key, self.mask_key = image_key, mask_key
+        self.class_names = tuple(class_names)
+        self.ignore_index = ignore_index
+        try:
+            self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+        except Exception as e:  # tfds raises several types; the user needs name, split, dir
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} split {split!r} not found or not prepared in "
+                f"{data_dir or 'the default TFDS data dir'}: {e}"
+            ) from e
+        self._lut = None
+        if value_map:
+            self._lut = np.full(max(value_map) + 1, -1, np.int32)
+            for stored, cls in value_map.items():
+                self._lut[stored] = cls
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self._source[int(index)]
+        where = f"{self.name}[{self.split}][{index}]"
+        image, mask = np.asarray(example[self.image_key]), np.asarray(example[self.mask_key])
+        if image.ndim == 2 or image.shape[-1] == 1:
+            image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        if image.shape[:2] != mask.shape:
+            raise ValueError(f"{where}: image {image.shape[:2]} and mask {mask.shape} differ")
+        if self._lut is not None:
+            values = np.unique(mask)
+            unmapped = values[
+                (values >= len(self._lut)) | (self._lut[np.minimum(values, len(self._lut) - 1)] < 0)
+            ]
+            if unmapped.size:
+                raise ValueError(f"{where}: mask values {unmapped[:10].tolist()} not in value_map")
+            mask = self._lut[mask]
+        return {"image": image.astype(np.uint8), "mask": mask, "name": where}
+
+    def __repr__(self) -> str:
+        return f"TfdsSource({self.name!r}, split={self.split!r})"
