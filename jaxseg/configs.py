@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.rot90 = False  # random 90-degree rotations in training (180 only for non-square crops)
     c.data.photometric = False  # random brightness, contrast, saturation and hue (mmseg's)
     c.data.blur_prob = 0.0  # probability of a random Gaussian blur
+    c.data.eval_shorter_side = 0  # resize evaluation images to this shorter side; 0: own size
+    c.data.invalid_to_ignore = False  # mask values that are no class become ignore, not an error
     c.data.num_workers = 0  # grain worker processes (0 reads in the main process)
     c.data.read_threads = 4  # threads reading and transforming examples in each process
     c.data.prefetch = 2  # batches each worker process reads ahead

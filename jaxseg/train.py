@@ -42,12 +42,22 @@ def evaluate(
     mesh,
     num_classes: int,
     calibration_bins: int = 15,
+    shorter_side: int = 0,
+    invalid_to_ignore: bool = False,
 ) -> dict:
     """Scores over the whole split from counts summed on device (jaxseg.metrics)."""
     totals = jax.device_put(
         steps.empty_totals(num_classes, calibration_bins), sharding.replicated(mesh)
     )
-    batches = eval_batches(source, batch_size=batch_size, pad_to=pad_to, ignore_index=ignore_index)
+    batches = eval_batches(
+        source,
+        batch_size=batch_size,
+        pad_to=pad_to,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        shorter_side=shorter_side,
+        invalid_to_ignore=invalid_to_ignore,
+    )
     for batch in batches:
         totals = eval_fn(state, sharding.to_global(batch, mesh), totals)
     totals = jax.device_get(totals)
@@ -104,6 +114,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         ignore_index=data.ignore_index,
         **configs.augment_options(data),
         distance_maps=any(name == "boundary" for name, _ in config.loss.terms),
+        invalid_to_ignore=data.invalid_to_ignore,
         num_workers=data.num_workers,
         read_threads=data.read_threads,
         prefetch=data.prefetch,
@@ -229,6 +240,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         mesh=mesh,
         num_classes=num_classes,
         calibration_bins=config.calibration_bins,
+        shorter_side=data.eval_shorter_side,
+        invalid_to_ignore=data.invalid_to_ignore,
     )
 
     # ---- Loop ------------------------------------------------------------------------

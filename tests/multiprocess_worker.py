@@ -56,7 +56,7 @@ def main():
     )
     # Evaluation: 13 examples, 4 per process per batch: uneven on purpose.
     eval_ids, eval_batch_count = [], 0
-    for b in eval_batches(IndexSource(13), batch_size=4, pad_to=(4, 4)):
+    for b in eval_batches(IndexSource(13), batch_size=4, pad_to=(4, 4), num_classes=2):
         eval_ids += [i for i, v in zip(_ids(b["image"]), b["valid"], strict=True) if v]
         eval_batch_count += 1
         sharding.to_global(b, mesh)  # every process must be able to assemble every batch

@@ -18,15 +18,21 @@ import numpy as np
 from jaxseg.data import transforms
 
 
-def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, where: str) -> None:
-    """Raises if the mask holds values that are neither a class nor ignore_index."""
+def check_mask(
+    mask: np.ndarray, num_classes: int, ignore_index: int, where: str, to_ignore: bool = False
+) -> np.ndarray:
+    """The mask, if every value is a class or ignore_index; otherwise an error naming `where`
+    and the offending values, or (to_ignore) those pixels set to ignore_index."""
     values = np.unique(mask)
-    bad = values[(values >= num_classes) & (values != ignore_index) | (values < 0)]
-    if bad.size:
-        raise ValueError(
-            f"{where}: mask values {bad[:10].tolist()} are outside [0, {num_classes}) "
-            f"and not ignore_index={ignore_index}"
-        )
+    bad = values[((values >= num_classes) & (values != ignore_index)) | (values < 0)]
+    if not bad.size:
+        return mask
+    if to_ignore:
+        return np.where(np.isin(mask, bad), ignore_index, mask).astype(np.int32)
+    raise ValueError(
+        f"{where}: mask values {bad[:10].tolist()} are outside [0, {num_classes}) "
+        f"and not ignore_index={ignore_index} (data.invalid_to_ignore=True maps them to ignore)"
+    )
 
 
 def signed_distance(mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
@@ -67,17 +73,31 @@ class TrainTransform(grain.transforms.RandomMap):
     boundary loss's distance maps when asked. The mask is checked before anything moves."""
 
     def __init__(
-        self, *, num_classes: int, ignore_index: int, distance_maps: bool = False, **augment
+        self,
+        *,
+        num_classes: int,
+        ignore_index: int,
+        distance_maps: bool = False,
+        invalid_to_ignore: bool = False,
+        **augment,
     ):
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.distance_maps, self.augment = distance_maps, augment
+        self.distance_maps, self.invalid_to_ignore, self.augment = (
+            distance_maps,
+            invalid_to_ignore,
+            augment,
+        )
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-        check_mask(
-            example["mask"], self.num_classes, self.ignore_index, example.get("name", "example")
+        mask = check_mask(
+            example["mask"],
+            self.num_classes,
+            self.ignore_index,
+            example.get("name", "example"),
+            self.invalid_to_ignore,
         )
         image, mask = transforms.train_transform(
-            example["image"], example["mask"], rng, ignore_index=self.ignore_index, **self.augment
+            example["image"], mask, rng, ignore_index=self.ignore_index, **self.augment
         )
         out = {"image": image, "mask": mask}
         if self.distance_maps:  # on the host, after the geometry transforms
@@ -101,6 +121,7 @@ def train_iterator(
     photometric: bool = False,
     blur_prob: float = 0.0,
     distance_maps: bool = False,
+    invalid_to_ignore: bool = False,
     num_workers: int = 0,
     read_threads: int = 4,
     prefetch: int = 2,
@@ -124,6 +145,7 @@ def train_iterator(
         num_classes=num_classes,
         ignore_index=ignore_index,
         distance_maps=distance_maps,
+        invalid_to_ignore=invalid_to_ignore,
         crop_size=tuple(crop_size),
         scale_range=tuple(scale_range),
         cat_max_ratio=cat_max_ratio,
@@ -145,12 +167,20 @@ def train_iterator(
 
 
 def eval_batches(
-    source, *, batch_size: int, pad_to: tuple[int, int], ignore_index: int = 255
+    source,
+    *,
+    batch_size: int,
+    pad_to: tuple[int, int],
+    num_classes: int,
+    ignore_index: int = 255,
+    shorter_side: int = 0,
+    invalid_to_ignore: bool = False,
 ) -> Iterator[dict]:
     """Every example exactly once across processes, in fixed-shape padded batches.
 
-    batch_size is this process's share of the global batch. Each example is padded to
-    pad_to (H, W) (image 0, mask ignore_index). Yields {"image": u8[b,H,W,C],
+    batch_size is this process's share of the global batch. Each example is resized so its
+    shorter side is shorter_side (0 keeps its own size), its mask checked, and it is padded
+    to pad_to (H, W) (image 0, mask ignore_index). Yields {"image": u8[b,H,W,C],
     "mask": i32[b,H,W], "valid": bool[b]}; padding examples are zeros with valid False.
     Every process yields the same number of batches, so global arrays can be assembled.
     """
@@ -161,12 +191,17 @@ def eval_batches(
         images, masks = [], []
         for i in mine[b * batch_size : (b + 1) * batch_size]:
             example = source[i]
+            where = example.get("name", f"example {i}")
+            image, mask = example["image"], example["mask"]
+            if shorter_side:
+                image, mask = transforms.resize_shorter_side(image, mask, shorter_side)
+            mask = check_mask(mask, num_classes, ignore_index, where, invalid_to_ignore)
             image, mask = pad_to_size(
-                example["image"],
-                example["mask"].astype(np.int32),
+                image,
+                mask.astype(np.int32),
                 pad_to,
                 ignore_index,
-                example.get("name", f"example {i}") + " (raise data.eval_size)",
+                where + " (raise data.eval_size)",
             )
             images.append(image)
             masks.append(mask)
