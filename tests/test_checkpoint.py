@@ -4,6 +4,7 @@ import grain
 import jax
 import numpy as np
 import optax
+import pytest
 
 from jaxseg import checkpoint
 from jaxseg.models import build_model
@@ -63,9 +64,5 @@ def test_init_from_loads_weights_only(tmp_path):
 
 def test_init_from_missing_path_names_it(tmp_path):
     missing = os.path.join(tmp_path, "nope")
-    try:
+    with pytest.raises(FileNotFoundError, match="nope"):
         checkpoint.load_weights(missing, _state(0))
-    except FileNotFoundError as e:
-        assert "nope" in str(e)
-    else:
-        raise AssertionError("expected FileNotFoundError")

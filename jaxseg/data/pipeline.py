@@ -112,24 +112,18 @@ def train_iterator(
     seed: int,
     num_classes: int,
     ignore_index: int = 255,
-    crop_size: tuple[int, int],
-    scale_range=(1.0, 1.0),
-    cat_max_ratio: float = 1.0,
-    hflip: bool = True,
-    vflip: bool = False,
-    rot90: bool = False,
-    photometric: bool = False,
-    blur_prob: float = 0.0,
     distance_maps: bool = False,
     invalid_to_ignore: bool = False,
     num_workers: int = 0,
     read_threads: int = 4,
     prefetch: int = 2,
+    **augment,
 ) -> grain.DatasetIterator:
     """Endless per-process batches {"image": u8[b,H,W,C], "mask": i32[b,H,W]}, plus
     "distance": f32[b,H,W,K] (signed_distance) when distance_maps is set.
 
-    batch_size is this process's share of the global batch. The iterator supports
+    batch_size is this process's share of the global batch. augment: the keyword arguments
+    of jaxseg.data.transforms.train_transform (crop_size is required). The iterator supports
     get_state()/set_state() (saved in checkpoints by jaxseg.checkpoint).
     """
     dataset = grain.MapDataset.source(source)
@@ -146,14 +140,7 @@ def train_iterator(
         ignore_index=ignore_index,
         distance_maps=distance_maps,
         invalid_to_ignore=invalid_to_ignore,
-        crop_size=tuple(crop_size),
-        scale_range=tuple(scale_range),
-        cat_max_ratio=cat_max_ratio,
-        hflip=hflip,
-        vflip=vflip,
-        rot90=rot90,
-        photometric=photometric,
-        blur_prob=blur_prob,
+        **augment,
     )
     dataset = dataset.random_map(transform, seed=seed + 1)
     dataset = dataset.batch(batch_size, drop_remainder=True)

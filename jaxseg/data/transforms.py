@@ -314,7 +314,7 @@ def train_transform(
     rng: np.random.Generator,
     *,
     crop_size: tuple[int, int],
-    scale_range=(0.5, 2.0),
+    scale_range=(1.0, 1.0),
     cat_max_ratio: float = 1.0,
     hflip: bool = True,
     vflip: bool = False,
