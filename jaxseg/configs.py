@@ -80,6 +80,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.name = "unet"  # architecture, a key of jaxseg.models.MODELS
     c.model.base_width = 64  # channels of the first level; doubles at every level
     c.model.depth = 4  # down-sampling steps (input sides are padded to a multiple of 2**depth)
+    c.model.up_mode = "transpose"  # unet up path: transpose (2x2 conv) or bilinear (+ 1x1 conv)
+    # Encoder: resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet), mobilenet_v3_large
+    # (deeplabv3, lraspp), mit_b0..mit_b5 (segformer).
+    c.model.backbone = "resnet50"
+    # Input-to-feature stride: 8 or 16 for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
+    c.model.output_stride = 16
+    c.model.multi_grid = ()  # last-stage dilation multipliers, e.g. (1, 2, 4); (): torchvision's
+    c.model.separable = False  # deeplabv3plus: depthwise-separable ASPP and decoder convolutions
+    c.model.aux_head = False  # FCN auxiliary head on stage 3 (fcn, deeplabv3, pspnet), aux "aux"
+    c.model.pretrained = ""  # PyTorch-format weights (.pth, .safetensors, .npz) to start from
+    c.model.atrous_impl = "plain"  # dilated convs: plain or space_to_batch (same function)
+    c.model.transpose_impl = "plain"  # 2x2 stride-2 transposed convs: plain or depth_to_space
+    c.model.unpool_impl = "mask_repeat"  # segnet max-unpooling: mask_repeat or scatter
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"  # sgd (momentum) or adamw

@@ -1,0 +1,149 @@
+"""Pretrained weights from PyTorch-format files (.pth/.pt/.bin, .safetensors, .npz).
+
+The convention that makes one converter serve every model: Flax submodules are
+named after the PyTorch modules they mirror, so a Flax variable path joined with
+"." is the PyTorch state-dict key once the leaf is renamed (kernel/scale ->
+weight, mean -> running_mean, var -> running_var). Flax names cannot hold ".",
+so `_N` in a name stands for PyTorch's `.N` (`layer1_0` -> `layer1.0`, `convs_0_1`
+-> `convs.0.1`: ModuleList and Sequential items);
+purely numeric names ("0", "1") mirror nn.Sequential children. Where a file format uses other
+names (HuggingFace SegFormer, say), the model class lists regex substitutions in
+a `torch_renames` class attribute, applied in order to the joined Flax path.
+
+Layouts: conv weights O,I,kh,kw -> kh,kw,I,O (depthwise: C,1,kh,kw -> kh,kw,1,C);
+linear weights O,I -> I,O. Transposed-convolution kernels are not converted.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+
+_LEAVES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("params", "embedding"): "weight",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+
+
+def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+    """Reads a state dict as float32 numpy arrays keyed by PyTorch names.
+
+    .pth/.pt/.bin need torch; .safetensors needs safetensors; .npz needs nothing.
+    A checkpoint that wraps its weights in "state_dict" or "model" is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights: no such file {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path) as data:
+            state = {k: data[k] for k in data.files}
+    elif suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as e:
+            raise ImportError(
+                f"{path}: reading .safetensors needs `pip install safetensors`"
+            ) from e
+        state = load_file(str(path))
+    elif suffix in (".pth", ".pt", ".bin"):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                f"{path}: reading {suffix} needs torch; install it, or convert the file to "
+                ".safetensors or .npz on a machine that has it"
+            ) from e
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        state = {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+    else:
+        raise ValueError(
+            f"{path}: unknown weights format {suffix!r}; use .pth, .safetensors or .npz"
+        )
+    return {k: np.asarray(v, np.float32) for k, v in state.items() if np.ndim(v) > 0}
+
+
+def torch_key(path: tuple[str, ...], renames=()) -> str:
+    """('params', 'backbone', 'conv1', 'kernel') -> 'backbone.conv1.weight'."""
+    collection, *names, leaf = path
+    names = [re.sub(r"_(\d+)(?=_|$)", r".\1", n) for n in names]
+    key = ".".join([*names, _LEAVES.get((collection, leaf), leaf)])
+    for pattern, replacement in renames:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def convert_state_dict(variables: dict, state: dict[str, np.ndarray], renames=()):
+    """Fills `variables` ({"params", "batch_stats"}) from a PyTorch state dict.
+
+    A key missing from `state` is looked up without its "backbone." prefix too, so
+    an ImageNet classification checkpoint loads into a segmentation backbone.
+    Returns (variables, report); report lists "loaded", "missing" (left as they
+    were), "mismatched" (shape differs, e.g. another class count; left as they
+    were) and "unused" state-dict keys.
+    """
+    report = {"loaded": [], "missing": [], "mismatched": [], "unused": []}
+    used = set()
+
+    def fill(path, leaf_value):
+        names = tuple(str(getattr(p, "key", p)) for p in path)
+        key = torch_key(names, renames)
+        if key not in state and key.startswith("backbone."):
+            key = key[len("backbone.") :] if key[len("backbone.") :] in state else key
+        if key not in state:
+            report["missing"].append(key)
+            return leaf_value
+        value = _to_flax(state[key], names[-1])
+        used.add(key)
+        if value.shape != leaf_value.shape:
+            report["mismatched"].append(f"{key}: file {value.shape}, model {leaf_value.shape}")
+            return leaf_value
+        report["loaded"].append(key)
+        return np.asarray(value, dtype=leaf_value.dtype)
+
+    out = jax.tree_util.tree_map_with_path(fill, dict(variables))
+    report["unused"] = sorted(
+        k for k in state if k not in used and not k.endswith("num_batches_tracked")
+    )
+    return out, report
+
+
+def load_pretrained(model, variables: dict, path: str | Path, log=print) -> dict:
+    """Returns `variables` with every matching tensor from the file at `path`.
+
+    Raises when nothing matches (wrong file for this model); logs one line per
+    category otherwise, so a partial load (backbone only, new classifier) is visible.
+    """
+    state = read_state_dict(path)
+    renames = getattr(type(model), "torch_renames", ())
+    out, report = convert_state_dict(variables, state, renames)
+    if not report["loaded"]:
+        example = report["missing"][:3]
+        raise ValueError(
+            f"{path}: no tensor matches {type(model).__name__}; it expects keys such as "
+            f"{example}, the file has {sorted(state)[:3]}"
+        )
+    log(f"pretrained {path}: loaded {len(report['loaded'])} tensors")
+    for kind in ("missing", "mismatched", "unused"):
+        if report[kind]:
+            shown = ", ".join(report[kind][:5]) + (" ..." if len(report[kind]) > 5 else "")
+            log(f"pretrained {path}: {len(report[kind])} {kind}: {shown}")
+    return out
