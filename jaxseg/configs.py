@@ -84,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Encoder: resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet), mobilenet_v3_large
     # (deeplabv3, lraspp), mit_b0..mit_b5 (segformer).
     c.model.backbone = "resnet50"
-    # Input-to-feature stride: 8 or 16 for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
+    # Feature stride: 8 or 16 for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
     c.model.output_stride = 16
     c.model.multi_grid = ()  # last-stage dilation multipliers, e.g. (1, 2, 4); (): torchvision's
     c.model.separable = False  # deeplabv3plus: depthwise-separable ASPP and decoder convolutions
