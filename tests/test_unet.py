@@ -32,3 +32,25 @@ def test_unknown_model_lists_valid():
     with pytest.raises(KeyError, match="valid: linear, unet"):
         build_model("unte", 2)
     assert "unet" in MODELS
+
+
+def test_unet_bilinear_up_path_shapes_and_count():
+    # Each 2x2 transposed conv (4*c_in*c_out + c_out params) becomes a 1x1 conv
+    # (c_in*c_out + c_out): 3*(1024*512 + 512*256 + 256*128 + 128*64) fewer = 2,088,960.
+    model = build_model("unet", 2, base_width=64, depth=4, up_mode="bilinear")
+    x = jnp.zeros((1, 37, 45, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    assert count_params(variables["params"]) == 31_037_698 - 2_088_960
+    logits, _ = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert logits.shape == (1, 37, 45, 2)
+    with pytest.raises(ValueError, match="up_mode='nearest'; valid: transpose, bilinear"):
+        build_model("unet", 2, up_mode="nearest").init(jax.random.key(0), x)
+
+
+def test_unet_depth_to_space_up_path_computes_the_same_logits():
+    x = jax.random.normal(jax.random.key(1), (2, 33, 40, 3))
+    plain = build_model("unet", 3, base_width=4, depth=3)
+    variables = plain.init(jax.random.key(0), x)
+    fast = build_model("unet", 3, base_width=4, depth=3, transpose_impl="depth_to_space")
+    a, b = plain.apply(variables, x)[0], fast.apply(variables, x)[0]
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max())

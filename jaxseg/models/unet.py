@@ -1,8 +1,10 @@
 """U-Net (Ronneberger et al., 2015) with BatchNorm, as in the common PyTorch ports.
 
 depth down-sampling steps (max-pool 2x2) each followed by a double 3x3 conv
-(conv + BN + ReLU, twice); the up path mirrors it with a 2x2 stride-2 transposed
-convolution that halves the channels, concatenation with the skip, and a double conv.
+(conv + BN + ReLU, twice); the up path mirrors it: up_mode="transpose" (the paper's
+"up-convolution") is a 2x2 stride-2 transposed convolution that halves the channels,
+up_mode="bilinear" a bilinear 2x resize followed by a 1x1 convolution that halves them;
+then concatenation with the skip and a double conv.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxseg.models.layers import ConvTranspose2x2, resize
 
 
 class DoubleConv(nn.Module):
@@ -35,10 +39,14 @@ class UNet(nn.Module):
     num_classes: int
     base_width: int = 64
     depth: int = 4
+    up_mode: str = "transpose"  # transpose | bilinear
+    transpose_impl: str = "plain"  # plain | depth_to_space: the same 2x2 transposed conv
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
+        if self.up_mode not in ("transpose", "bilinear"):
+            raise ValueError(f"up_mode={self.up_mode!r}; valid: transpose, bilinear")
         height, width = x.shape[1:3]
         multiple = 2**self.depth
         pad_h, pad_w = -height % multiple, -width % multiple
@@ -53,7 +61,13 @@ class UNet(nn.Module):
         x = DoubleConv(self.base_width * 2**self.depth, self.dtype)(x, train)
         for level in reversed(range(self.depth)):
             features = self.base_width * 2**level
-            x = nn.ConvTranspose(features, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+            if self.up_mode == "transpose":
+                x = ConvTranspose2x2(
+                    features, transpose_impl=self.transpose_impl, dtype=self.dtype
+                )(x)
+            else:
+                x = resize(x, (2 * x.shape[1], 2 * x.shape[2]))
+                x = nn.Conv(features, (1, 1), dtype=self.dtype)(x)
             x = jnp.concatenate([skips[level], x], axis=-1)
             x = DoubleConv(features, self.dtype)(x, train)
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
