@@ -27,6 +27,7 @@ from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import eval_batches, train_iterator
 from jaxseg.models import build_model
+from jaxseg.models.pretrained import load_pretrained
 from jaxseg.optim import make_optimizer, make_schedule
 from jaxseg.state import count_params, create_train_state
 
@@ -160,6 +161,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
     )
     state, start_step = checkpoint.restore_latest(manager, state, train_iter)
+    if start_step == 0 and config.model.pretrained:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        log = print if is_main else (lambda *a: None)
+        variables = load_pretrained(model, jax.device_get(variables), config.model.pretrained, log)
+        variables = jax.device_put(variables, replicated)
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
     if start_step == 0 and config.init_from:
         state = checkpoint.load_weights(config.init_from, state)
     if is_main:
