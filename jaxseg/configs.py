@@ -37,7 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.init_from = ""  # checkpoint dir (a run's workdir, its checkpoints/ or one step): weights only
     c.boundary_tolerance = 3  # pixels: width of the contour bands that boundary IoU compares
     c.calibration_bins = 15  # confidence bins of the expected calibration error
-    c.dtype = "float32"  # compute dtype: float32, or bfloat16 (params and optimizer stay f32)
+    # Compute dtype: float32, bfloat16, or auto (bfloat16 on accelerators, float32 on CPU);
+    # params and optimizer state stay float32 either way.
+    c.dtype = "float32"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"  # dataset, a key of jaxseg.data.DATASETS
@@ -276,3 +278,36 @@ def augment_options(data: ml_collections.ConfigDict) -> dict:
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def compute_dtype(name: str) -> str:
+    """config.dtype -> "float32" | "bfloat16"; "auto" picks bfloat16 off the CPU."""
+    if name == "auto":
+        import jax  # here, not at import: jax.distributed must initialise first
+
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    if name not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype: {name!r} is not one of float32, bfloat16, auto")
+    return name
+
+
+def cpu_quick(c: ml_collections.ConfigDict, *, steps: int, size: int = 64, batch: int = 8):
+    """The `:quick` smoke settings the experiments share: a few minutes on 2 CPU cores,
+    `steps` AdamW steps on size x size `shapes` crops, two evaluations on 100 images."""
+    c.total_steps = steps
+    c.batch_size = batch
+    c.eval_batch_size = 20
+    c.data.image_size = (size, size)
+    c.data.eval_size = (size, size)
+    c.data.num_val = 100
+    c.data.scale_range = (1.0, 1.0)
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-3
+    c.optim.weight_decay = 1e-4
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = steps // 10
+    c.log_every = 25
+    c.eval_every = steps // 2
+    c.checkpoint_every = steps // 2
+    c.dtype = "float32"
+    return c

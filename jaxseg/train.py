@@ -125,7 +125,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     model = build_model(
         config.model.name,
         num_classes,
-        dtype=config.dtype,
+        dtype=configs.compute_dtype(config.dtype),
         **{k: v for k, v in config.model.items() if k != "name"},
     )
     o = config.optim
