@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg.models import pretrained
+from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone, make_divisible
 from tests.torch_support import (
     assert_close_relative,
@@ -120,6 +121,37 @@ def test_mobilenet_v3_large_matches_torchvision():
     assert_close_relative(out["high"], _nhwc(high), 1e-4)
     assert out["high"].shape == (1, 5, 5, 960)
 
-    # The ImageNet file, mapped for a segmentation model's "backbone", fills every tensor.
-    mapped = imagenet_to_backbone(state)
-    assert len(mapped) == len(state) - 4 and all(k.startswith("backbone.") for k in mapped)
+
+def test_lraspp_count_and_odd_shapes():
+    assert _param_count(LRASPP(21)) == 3_221_538  # torchvision's model card
+    x = jnp.zeros((2, 37, 45, 3))
+    logits, aux = jax.eval_shape(lambda: LRASPP(5).init_with_output(jax.random.key(0), x)[0])
+    assert logits.shape == (2, 37, 45, 5) and logits.dtype == jnp.float32 and aux == {}
+    bf16 = LRASPP(5, dtype=jnp.bfloat16)
+    logits, _ = jax.eval_shape(lambda: bf16.init_with_output(jax.random.key(0), x)[0])
+    assert logits.dtype == jnp.float32
+
+
+def test_lraspp_matches_torchvision():
+    t, tv = torch(), torchvision()
+    t.manual_seed(0)
+    seg = tv.models.segmentation
+    ref = seg.lraspp_mobilenet_v3_large(num_classes=5, weights=None, weights_backbone=None)
+    ref = ref.eval()
+    randomize_batch_norm(ref)
+    x = np.random.default_rng(1).normal(size=(1, 65, 71, 3)).astype(np.float32)
+    model = LRASPP(5)
+    variables, report = _convert(model, x, state_dict_numpy(ref))
+    assert not report["missing"] and not report["mismatched"] and not report["unused"]
+    logits, _ = jax.jit(model.apply)(variables, x)
+    with t.no_grad():
+        expected = _nhwc(ref(_nchw(x))["out"])
+    assert_close_relative(logits, expected, 1e-4)
+
+    # An ImageNet classification file, mapped with imagenet_to_backbone, fills the whole
+    # backbone and nothing else; the head stays as initialised.
+    imagenet = state_dict_numpy(tv.models.mobilenet_v3_large(weights=None))
+    _, report = _convert(model, x, imagenet_to_backbone(imagenet))
+    assert not report["mismatched"] and not report["unused"]
+    assert report["missing"] and all(k.startswith("classifier.") for k in report["missing"])
+    assert len(report["loaded"]) == len(imagenet) - 4  # all but the classifier's 2 Linear
