@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg.models import pretrained
+from jaxseg.models.fast_scnn import FastSCNN
 from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone, make_divisible
 from tests.torch_support import (
@@ -90,10 +91,11 @@ def test_mobilenet_v3_large_count_and_strides(dilated):
 def test_mobilenet_v3_space_to_batch_equals_plain():
     x = jax.random.normal(jax.random.key(1), (1, 37, 45, 3))
     plain = MobileNetV3Large(dilated=True)
+    fast = MobileNetV3Large(dilated=True, atrous_impl="space_to_batch")
     variables = _random_variables(plain, x)
-    expected = jax.jit(plain.apply)(variables, x)["high"]
-    fast = jax.jit(MobileNetV3Large(dilated=True, atrous_impl="space_to_batch").apply)
-    np.testing.assert_allclose(fast(variables, x)["high"], expected, atol=1e-5, rtol=1e-5)
+    # One jit for both: a compile costs more than the forward passes.
+    expected, actual = jax.jit(lambda v: (plain.apply(v, x), fast.apply(v, x)))(variables)
+    np.testing.assert_allclose(actual["high"], expected["high"], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="atrous_impl"):
         MobileNetV3Large(atrous_impl="fast").apply(variables, x)
 
@@ -155,3 +157,36 @@ def test_lraspp_matches_torchvision():
     assert not report["mismatched"] and not report["unused"]
     assert report["missing"] and all(k.startswith("classifier.") for k in report["missing"])
     assert len(report["loaded"]) == len(imagenet) - 4  # all but the classifier's 2 Linear
+
+
+def test_fast_scnn_count():
+    variables = _shapes(FastSCNN(19), jnp.zeros((1, 64, 64, 3)))
+    leaves = jax.tree_util.tree_leaves_with_path(variables["params"])
+    total = sum(int(np.prod(v.shape)) for _, v in leaves)
+    batch_norm = sum(int(np.prod(v.shape)) for p, v in leaves if p[-2].key == "bn")
+    # Paper: 1.11M; the difference is BatchNorm's scales and offsets (module docstring).
+    assert (total, batch_norm) == (1_138_051, 23_680)
+    assert abs(total - batch_norm - 1.11e6) / 1.11e6 < 0.005
+
+
+def test_fast_scnn_odd_shapes_and_space_to_batch():
+    x = jax.random.normal(jax.random.key(2), (2, 37, 45, 3))
+    plain, fast = FastSCNN(4), FastSCNN(4, atrous_impl="space_to_batch")
+    variables = _random_variables(plain, x)
+    expected, actual = jax.jit(lambda v: (plain.apply(v, x), fast.apply(v, x)))(variables)
+    assert expected[0].shape == (2, 37, 45, 4) and expected[1] == {}
+    assert np.isfinite(expected[0]).all()
+    np.testing.assert_allclose(actual[0], expected[0], atol=1e-5, rtol=1e-5)
+    # Training mode: dropout and BatchNorm updates at an odd size, in bfloat16 compute.
+    bf16 = FastSCNN(4, dtype=jnp.bfloat16)
+    (logits, _), updates = jax.eval_shape(
+        lambda: bf16.apply(
+            variables, x, train=True, rngs={"dropout": jax.random.key(0)}, mutable="batch_stats"
+        )
+    )
+    assert logits.shape == (2, 37, 45, 4) and logits.dtype == jnp.float32
+    assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
+        variables["batch_stats"]
+    )
+    with pytest.raises(ValueError, match="atrous_impl"):
+        FastSCNN(4, atrous_impl="dilated").apply(variables, x)
