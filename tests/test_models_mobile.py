@@ -150,10 +150,11 @@ def test_lraspp_matches_torchvision():
         expected = _nhwc(ref(_nchw(x))["out"])
     assert_close_relative(logits, expected, 1e-4)
 
-    # An ImageNet classification file, mapped with imagenet_to_backbone, fills the whole
-    # backbone and nothing else; the head stays as initialised.
+    # An ImageNet classification file, mapped by LRASPP.adapt_state_dict (what
+    # load_pretrained applies), fills the whole backbone and nothing else.
     imagenet = state_dict_numpy(tv.models.mobilenet_v3_large(weights=None))
-    _, report = _convert(model, x, imagenet_to_backbone(imagenet))
+    assert LRASPP.adapt_state_dict(imagenet) == imagenet_to_backbone(imagenet)
+    _, report = _convert(model, x, LRASPP.adapt_state_dict(imagenet))
     assert not report["mismatched"] and not report["unused"]
     assert report["missing"] and all(k.startswith("classifier.") for k in report["missing"])
     assert len(report["loaded"]) == len(imagenet) - 4  # all but the classifier's 2 Linear

@@ -5,10 +5,17 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.fast_scnn import FastSCNN
 from jaxseg.models.linear import PixelLinear
+from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.unet import UNet
 
-MODELS = {"linear": PixelLinear, "unet": UNet}
+MODELS = {
+    "linear": PixelLinear,
+    "unet": UNet,
+    "lraspp": LRASPP,
+    "fast_scnn": FastSCNN,
+}
 
 
 def build_model(name: str, num_classes: int, *, dtype: str = "float32", **options) -> nn.Module:

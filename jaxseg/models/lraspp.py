@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.layers import Conv, batch_norm, resize
-from jaxseg.models.mobilenetv3 import MobileNetV3Large
+from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone
 
 # torch.nn.Conv2d's default init (kaiming_uniform with a=sqrt(5)): the head is not
 # re-initialised by torchvision, unlike the backbone.
@@ -56,6 +56,13 @@ class LRASPP(nn.Module):
     num_classes: int = 21
     atrous_impl: str = "plain"  # plain | space_to_batch: the backbone's dilated convs
     dtype: Any = jnp.float32
+
+    @staticmethod
+    def adapt_state_dict(state: dict) -> dict:
+        """An ImageNet mobilenet_v3_large file ("features.N...") loads into the backbone."""
+        if any(k.startswith("backbone.") for k in state):
+            return state
+        return imagenet_to_backbone(state)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:

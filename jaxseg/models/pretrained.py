@@ -7,8 +7,10 @@ weight, mean -> running_mean, var -> running_var). Flax names cannot hold ".",
 so `_N` in a name stands for PyTorch's `.N` (`layer1_0` -> `layer1.0`, `convs_0_1`
 -> `convs.0.1`: ModuleList and Sequential items);
 purely numeric names ("0", "1") mirror nn.Sequential children. Where a file format uses other
-names (HuggingFace SegFormer, say), the model class lists regex substitutions in
-a `torch_renames` class attribute, applied in order to the joined Flax path.
+names, the model class lists regex substitutions in a `torch_renames` class
+attribute, applied in order to the joined Flax path; where tensors must be split or
+merged (HuggingFace SegFormer), a static `adapt_state_dict(state) -> state` rewrites
+the file's dict first.
 
 Layouts: conv weights O,I,kh,kw -> kh,kw,I,O (depthwise: C,1,kh,kw -> kh,kw,1,C);
 linear weights O,I -> I,O. Transposed-convolution kernels are not converted.
@@ -133,6 +135,11 @@ def load_pretrained(model, variables: dict, path: str | Path, log=print) -> dict
     category otherwise, so a partial load (backbone only, new classifier) is visible.
     """
     state = read_state_dict(path)
+    # A model may rewrite other layouts of its weights first (an ImageNet classifier's
+    # keys, HuggingFace's split attention projections).
+    adapt = getattr(type(model), "adapt_state_dict", None)
+    if adapt is not None:
+        state = adapt(state)
     renames = getattr(type(model), "torch_renames", ())
     out, report = convert_state_dict(variables, state, renames)
     if not report["loaded"]:

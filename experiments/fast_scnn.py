@@ -1,0 +1,31 @@
+"""Fast-SCNN (Poudel et al., 2019): learning-to-downsample, global feature extractor
+with pyramid pooling, feature fusion, a light classifier.
+
+    python -m jaxseg.train --config experiments/fast_scnn.py --workdir runs/fast_scnn
+    python -m jaxseg.train --config experiments/fast_scnn.py:quick --workdir runs/fast_scnn_quick
+
+A real-time network: about 1.1 M parameters.
+"""
+
+from jaxseg.configs import base_config, cpu_quick
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name = "fast_scnn"
+    c.data.image_size = (512, 512)
+    c.data.eval_size = (512, 512)
+    c.data.scale_range = (0.5, 2.0)
+    c.total_steps = 40_000
+    c.eval_every = 4000
+    c.checkpoint_every = 2000
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.schedule = "poly"
+    c.dtype = "auto"
+    c.optim.lr = 0.045
+    if arg == "quick":
+        cpu_quick(c, steps=300)
+    elif arg:
+        raise ValueError(f"experiments/fast_scnn.py: unknown arg {arg!r}; valid: quick")
+    return c
