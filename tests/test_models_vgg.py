@@ -1,0 +1,288 @@
+"""VGG16 backbone, FCN-32s/16s/8s, SegNet and the plain encoder-decoder: shapes at odd
+sizes, pinned parameter counts, equal alternative formulations, torchvision parity and
+weight-name mapping, bilinear initialisation of the FCN upsamplings."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.models import layers
+from jaxseg.models.encoder_decoder import EncoderDecoder
+from jaxseg.models.fcn_vgg import FCNVGG16, BilinearUpsample, LinearAsConv
+from jaxseg.models.pretrained import convert_state_dict
+from jaxseg.models.segnet import SegNet
+from jaxseg.models.vgg import VGG16
+from jaxseg.state import count_params
+from tests.torch_support import (
+    assert_close_relative,
+    randomize_batch_norm,
+    state_dict_numpy,
+    torch,
+    torchvision,
+)
+
+K = 21
+ODD = (1, 37, 45, 3)
+
+
+def _normal(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _abstract(model, shape=ODD):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_fcn_output_shape_at_odd_size(output_stride):
+    model = FCNVGG16(K, output_stride=output_stride)
+    variables = _abstract(model)
+    logits, aux = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(ODD)), variables)
+    assert logits.shape == (1, 37, 45, K) and logits.dtype == jnp.float32
+    assert aux == {}
+    (logits, aux), _ = jax.eval_shape(
+        lambda v: model.apply(
+            v, jnp.zeros(ODD), train=True, rngs={"dropout": jax.random.key(1)}, mutable=True
+        ),
+        variables,
+    )
+    assert logits.shape == (1, 37, 45, K) and aux == {}
+
+
+def _key(seed=0):
+    # XLA compiles the "rbg" generator several times faster than threefry: the SegNet
+    # init drops from ~11 s to ~4 s of CPU.
+    return jax.random.key(seed, impl="rbg")
+
+
+def test_segnet_forward_at_odd_size_and_unpool_impls_agree():
+    x = jnp.asarray(_normal(ODD))
+    variables = jax.jit(SegNet(K).init)(_key(), x)
+    scatter, aux = jax.jit(SegNet(K, unpool_impl="scatter").apply)(variables, x)
+    mask, _ = jax.jit(SegNet(K, unpool_impl="mask_repeat").apply)(variables, x)
+    assert mask.shape == (1, 37, 45, K) and mask.dtype == jnp.float32 and aux == {}
+    assert float(jnp.abs(mask).max()) > 0
+    assert float(jnp.abs(mask - scatter).max()) <= 1e-5 * float(jnp.abs(scatter).max())
+    # Train mode updates the BN statistics and runs at the same size.
+    (logits, _), updates = SegNet(K).apply(variables, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (1, 37, 45, K) and "backbone" in updates["batch_stats"]
+
+
+def test_encoder_decoder_forward_at_odd_size_and_transpose_impls_agree():
+    x = jnp.asarray(_normal(ODD))
+    plain = EncoderDecoder(K)
+    variables = jax.jit(plain.init)(_key(), x)
+    a, aux = plain.apply(variables, x)
+    b, _ = EncoderDecoder(K, transpose_impl="depth_to_space").apply(variables, x)
+    assert a.shape == (1, 37, 45, K) and a.dtype == jnp.float32 and aux == {}
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max())
+    bf16 = EncoderDecoder(K, dtype=jnp.bfloat16).apply(variables, x)[0]
+    assert bf16.dtype == jnp.float32 and bf16.shape == a.shape
+
+
+def test_invalid_options_name_the_field():
+    with pytest.raises(ValueError, match="output_stride=4; valid: 8, 16, 32"):
+        _abstract(FCNVGG16(K, output_stride=4))
+    with pytest.raises(ValueError, match="unpool_impl='gather'; valid: scatter, mask_repeat"):
+        _abstract(SegNet(K, unpool_impl="gather"))
+    with pytest.raises(ValueError, match="transpose_impl='x'; valid: plain, depth_to_space"):
+        _abstract(EncoderDecoder(K, transpose_impl="x"))
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+def _conv(cin, cout, k=3, bias=True):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+# torchvision vgg16 features: 13 convs with bias, 14,714,688 parameters.
+_VGG_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)]
+_VGG_CONVS += [(256, 512)] + [(512, 512)] * 5
+_VGG = sum(_conv(a, b) for a, b in _VGG_CONVS)
+# fc6 (7x7, 512 -> 4096), fc7 (1x1), score_fr: 134,346,581 with the backbone, as Caffe's FCN.
+_FCN = _VGG + _conv(512, 4096, 7) + _conv(4096, 4096, 1) + _conv(4096, K, 1)
+_UP2 = 4 * 4 * K * K  # a 2x upsampling, no bias
+
+
+@pytest.mark.parametrize(
+    "output_stride,hand,pinned",
+    [
+        (32, _FCN + 64 * 64 * K * K, 136_152_917),
+        (16, _FCN + _UP2 + _conv(512, K, 1) + 32 * 32 * K * K, 134_815_994),
+        (8, _FCN + 2 * _UP2 + _conv(512, K, 1) + _conv(256, K, 1) + 16 * 16 * K * K, 134_489_759),
+    ],
+)
+def test_fcn_param_counts(output_stride, hand, pinned):
+    assert _VGG == 14_714_688
+    assert hand == pinned
+    assert count_params(_abstract(FCNVGG16(K, output_stride=output_stride))["params"]) == pinned
+
+
+def test_segnet_param_count():
+    encoder = _VGG + sum(2 * b for _, b in _VGG_CONVS)  # + BN scale and offset
+    decoder_convs = [(512, 512)] * 5 + [(512, 256), (256, 256), (256, 256), (256, 128)]
+    decoder_convs += [(128, 128), (128, 64), (64, 64)]
+    decoder = sum(_conv(a, b) + 2 * b for a, b in decoder_convs) + _conv(64, K)
+    assert (encoder, decoder) == (14_723_136, 14_731_989)
+    assert encoder + decoder == 29_455_125  # the paper's 29.5M
+    assert count_params(_abstract(SegNet(K))["params"]) == 29_455_125
+
+
+def test_encoder_decoder_param_count():
+    w = 64
+    hand = _conv(3, w, bias=False) + 2 * w + _conv(w, 2 * w, bias=False) + 2 * 2 * w
+    hand += 4 * 2 * w * 2 * w + 2 * 2 * w + 4 * 2 * w * w + 2 * w + _conv(w, K, 1)
+    assert hand == 175_893
+    assert count_params(_abstract(EncoderDecoder(K, base_width=w))["params"]) == 175_893
+
+
+# ---------------------------------------------------------------- FCN upsampling
+
+
+def _hand_bilinear(f):
+    taps = np.concatenate([np.arange(1, 2 * f, 2), np.arange(2 * f - 1, 0, -2)]) / (2 * f)
+    return np.outer(taps, taps)[:, :, None, None] * np.eye(K)
+
+
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_fcn_upsamplings_are_bilinear_and_scores_zero_at_init(output_stride):
+    model = FCNVGG16(K, output_stride=output_stride)
+
+    def init(key):
+        params = model.init(key, jnp.zeros(ODD))["params"]
+        # Only these leave the jit, so XLA drops the 100M-weight fc6 initialisation.
+        return {n: p for n, p in params.items() if n.startswith(("upscore", "score"))}
+
+    params = jax.jit(init)(jax.random.key(0))
+    ups = {32: {"upscore32": 32}, 16: {"upscore2": 2, "upscore16": 16}}.get(
+        output_stride, {"upscore2": 2, "upscore_pool4": 2, "upscore8": 8}
+    )
+    assert sorted(n for n in params if n.startswith("upscore")) == sorted(ups)
+    for name, f in ups.items():
+        assert set(params[name]) == {"kernel"}  # no bias
+        np.testing.assert_allclose(params[name]["kernel"], _hand_bilinear(f), atol=1e-7)
+    for name in {"score_fr", "score_pool4", "score_pool3"} & set(params):
+        assert not np.any(params[name]["kernel"]) and not np.any(params[name]["bias"])
+
+
+@pytest.mark.parametrize("factor", [2, 8, 32])
+def test_bilinear_upsample_at_init_is_aligned_bilinear_resize(factor):
+    # Away from the border (where the transposed conv sees zeros and resize clamps) the
+    # initial upsampling is exactly align_corners=False bilinear: skips need no crop.
+    x = jnp.asarray(_normal((1, 5, 6, 3)))
+    up = BilinearUpsample(3, factor)
+    y = up.apply(up.init(jax.random.key(0), x), x)
+    expected = layers.resize(x, (5 * factor, 6 * factor))
+    assert y.shape == expected.shape
+    lo = factor // 2
+    inner = (slice(None), slice(lo, 5 * factor - lo), slice(lo, 6 * factor - lo))
+    np.testing.assert_allclose(y[inner], expected[inner], atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [2, 8])
+def test_bilinear_upsample_matches_torch_conv_transpose(factor):
+    t = torch()
+    ref = t.nn.ConvTranspose2d(4, 5, 2 * factor, factor, padding=factor // 2, bias=False)
+    w = ref.weight.detach().numpy()
+    x = _normal((1, 3, 4, 4), 1)
+    kernel = w.transpose(2, 3, 0, 1)[::-1, ::-1]
+    y = BilinearUpsample(5, factor).apply({"params": {"kernel": kernel}}, x)
+    with t.no_grad():
+        expected = ref(t.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    assert_close_relative(y, expected, 1e-5)
+
+
+def test_linear_as_conv_matches_torch_linear_over_windows():
+    t = torch()
+    ref = t.nn.Linear(8 * 3 * 3, 16)
+    x = _normal((2, 5, 6, 8), 2)
+    model = LinearAsConv(16, 3)
+    variables, report = convert_state_dict(_abstract(model, x.shape), state_dict_numpy(ref))
+    assert sorted(report["loaded"]) == ["bias", "weight"]
+    y = model.apply(variables, x)
+    with t.no_grad():
+        # unfold flattens each window in (C, kh, kw) order, as VGG's flatten before fc6.
+        cols = t.nn.functional.unfold(t.from_numpy(x.transpose(0, 3, 1, 2)), 3, padding=1)
+        expected = ref(cols.transpose(1, 2)).numpy().reshape(2, 5, 6, 16)
+    assert_close_relative(y, expected)
+
+
+# ---------------------------------------------------------------- torchvision parity
+
+
+@pytest.fixture(scope="module")
+def vgg16_reference():
+    t = torch()
+    t.manual_seed(0)
+    return torchvision().models.vgg16(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def vgg16_bn_reference():
+    t = torch()
+    t.manual_seed(1)
+    ref = torchvision().models.vgg16_bn(weights=None).eval()
+    randomize_batch_norm(ref)
+    return ref
+
+
+def test_vgg16_backbone_matches_torchvision(vgg16_reference):
+    t = torch()
+    state = state_dict_numpy(vgg16_reference)
+    x = _normal((1, 64, 64, 3), 3)
+    model = VGG16()
+    variables, report = convert_state_dict(_abstract(model, x.shape), state)
+    assert report["missing"] == [] and report["mismatched"] == []
+    assert report["unused"] == sorted(k for k in state if k.startswith("classifier."))
+    feats = jax.jit(model.apply)(variables, x)
+    with t.no_grad():
+        xt = t.from_numpy(x.transpose(0, 3, 1, 2))
+        for name, end in (("pool3", 17), ("pool4", 24), ("pool5", 31)):
+            expected = vgg16_reference.features[:end](xt).numpy().transpose(0, 2, 3, 1)
+            assert_close_relative(feats[name], expected)
+
+
+def test_fcn_loads_torchvision_vgg16_convs_and_fc6_fc7(vgg16_reference):
+    state = state_dict_numpy(vgg16_reference)
+    variables = _abstract(FCNVGG16(K, output_stride=8))
+    _, report = convert_state_dict(variables, state, FCNVGG16.torch_renames)
+    assert report["mismatched"] == []
+    assert report["unused"] == ["classifier.6.bias", "classifier.6.weight"]
+    assert len(report["loaded"]) == 2 * 13 + 4
+    assert {k.split(".")[0] for k in report["missing"]} == {
+        "score_fr", "score_pool4", "score_pool3", "upscore2", "upscore_pool4", "upscore8"
+    }  # fmt: skip
+
+
+def test_vgg16_bn_encoder_matches_torchvision_with_argmax(vgg16_bn_reference):
+    t = torch()
+    ref = vgg16_bn_reference
+    x = _normal((1, 64, 64, 3), 4)
+    model = VGG16(batch_norm=True, with_argmax=True)
+    variables, report = convert_state_dict(_abstract(model, x.shape), state_dict_numpy(ref))
+    assert report["missing"] == [] and report["mismatched"] == []
+    feats = jax.jit(model.apply)(variables, x)
+    with t.no_grad():
+        block5 = ref.features[:43](t.from_numpy(x.transpose(0, 3, 1, 2)))
+        pool5, index = t.nn.functional.max_pool2d(block5, 2, 2, return_indices=True)
+    assert_close_relative(feats["block5"], block5.numpy().transpose(0, 2, 3, 1))
+    assert_close_relative(feats["pool5"], pool5.numpy().transpose(0, 2, 3, 1))
+    # torch's flat index into the 4x4 map -> position in the 2x2 window.
+    index = index.numpy().transpose(0, 2, 3, 1)
+    width = block5.shape[-1]
+    np.testing.assert_array_equal(feats["argmax5"], (index // width % 2) * 2 + index % 2)
+
+
+def test_segnet_encoder_loads_torchvision_vgg16_bn(vgg16_bn_reference):
+    state = state_dict_numpy(vgg16_bn_reference)
+    _, report = convert_state_dict(_abstract(SegNet(K)), state)
+    assert report["mismatched"] == []
+    assert report["unused"] == sorted(k for k in state if k.startswith("classifier."))
+    # 13 convs (weight, bias) and 13 BNs (weight, bias, running mean and variance).
+    assert len(report["loaded"]) == 13 * 6
+    assert {k.split(".")[0] for k in report["missing"]} == {f"decoder{i}" for i in range(1, 6)}
