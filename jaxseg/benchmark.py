@@ -1,23 +1,359 @@
-"""Benchmarks. For now the input pipeline alone: decoded and augmented images per second.
+"""Benchmarks: step throughput, compile time, FLOPs and MFU, memory; the input pipeline.
 
+    python -m jaxseg.benchmark --config experiments/unet.py --mode train --batch 4 \
+        --size 256x256 --dtype f32 --steps 10 --warmup 3
+    python -m jaxseg.benchmark --config experiments/unet.py:quick --pipeline
     python -m jaxseg.benchmark --data-only --config experiments/unet_membrane.py \
         --config.data.image_size="(512, 512)" --workers=0,1,2 --batches=20
 
-Each worker count builds the real training pipeline of the config (source, transforms,
-grain workers, batching), skips one warm-up batch (worker start-up), then times
-`--batches` batches. The table gives images/s per worker count; the median of
-`--repeats` timings when asked for more than one.
+Step mode builds the model, optimizer and state as jaxseg.train does (same library calls,
+same config fields; --config.* overrides apply), jits the train step (or, with --mode infer,
+a forward pass and argmax) once with explicit shardings and the state donated, and runs it
+on a device-resident random batch (u8 images, i32 masks in [0, K)). --batch, --size and
+--dtype are shorthands for --config.batch_size, --config.data.image_size and --config.dtype.
+Each of --steps timed steps ends in block_until_ready; the table gives their median and
+90th percentile. FLOPs come from XLA's cost analysis of the compiled step.
+One JSON line per run is appended to --results (default <workdir>/benchmark.jsonl, the
+workdir being runs/<config stem>[_<arg>] unless --workdir says otherwise).
+
+--pipeline then feeds the same compiled step from the real grain training pipeline
+(config.data.num_workers workers) through sharding.to_global, blocking on every step, so
+the device is idle exactly while the host waits: input stall = (time in next(iterator) +
+host-to-device transfer) / wall time.
+
+--data-only times the input pipeline alone: images/s per grain worker count, after one
+warm-up batch, the median of --repeats timings of --batches batches.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import functools
+import json
+import os
+import shlex
 import statistics
 import sys
 import time
 
-from jaxseg import configs
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import configs, sharding
+from jaxseg import steps as step_fns
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import train_iterator
+from jaxseg.models import build_model
+from jaxseg.optim import make_optimizer, make_schedule
+from jaxseg.state import count_params, create_train_state
+
+# Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
+# (substring of jax.Device.device_kind, bf16, f32); the first match wins. The f32 column of
+# GPUs is the TF32 tensor-core peak, because XLA runs f32 convolutions and dots in TF32 on
+# Ampere and later at the default precision. TPUs publish no f32 peak (their f32 matmuls
+# are multi-pass bf16): None, reported as n/a.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100 NVL", 835.0, 418.0),
+    ("H100", 989.0, 494.0),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("H200", 989.0, 494.0),
+    ("A100", 312.0, 156.0),
+    ("TPU v4", 275.0, None),
+    ("TPU v5 lite", 197.0, None),  # v5e
+    ("TPU v5e", 197.0, None),
+    ("TPU v5", 459.0, None),  # v5p
+    ("TPU v6", 918.0, None),  # v6e (Trillium), "TPU v6 lite"
+)
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+    """Per-device dense peak for dtype ("bfloat16" or "float32"); None when unknown (CPU)."""
+    for kind, bf16, f32 in PEAK_TFLOPS:
+        if kind.lower() in device_kind.lower():
+            return bf16 if dtype == "bfloat16" else f32
+    return None
+
+
+def flops_of(compiled) -> float | None:
+    """FLOPs of one run of a compiled executable on one device, from XLA's cost analysis.
+
+    cost_analysis() has returned a dict, a list of per-module dicts, or None across jax
+    versions and backends; a missing or non-positive "flops" gives None.
+    """
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def peak_memory_bytes(devices) -> int | None:
+    """Largest "peak_bytes_in_use" over devices; None where memory_stats() has none (CPU)."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
+def compute_dtype(dtype: str) -> str:
+    """config.dtype with "auto" resolved: bfloat16 on accelerators, float32 on CPU."""
+    if dtype == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return dtype
+
+
+def infer_step(state, batch: dict, *, model, mean, std):
+    """Forward pass in inference mode: u8[B,H,W,C] -> predicted classes i32[B,H,W]."""
+    logits, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        step_fns.normalize(batch["image"], mean, std),
+        train=False,
+    )
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def random_batch(
+    seed: int, *, batch: int, size: tuple[int, int], num_classes: int, distance: bool
+) -> dict:
+    """This process's share of a random batch, as numpy: {"image": u8[b,H,W,3],
+    "mask": i32[b,H,W] in [0, K)} (+ "distance": f32[b,H,W,K] for the boundary loss)."""
+    rng = np.random.default_rng(seed)
+    out = {
+        "image": rng.integers(0, 256, (batch, *size, 3), np.uint8),
+        "mask": rng.integers(0, num_classes, (batch, *size), np.int32),
+    }
+    if distance:
+        out["distance"] = rng.standard_normal((batch, *size, num_classes), np.float32)
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of a non-empty list."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def benchmark_step(
+    config, *, mode: str, steps: int, warmup: int, num_classes: int, pipeline: bool
+) -> dict:
+    """Compiles and times one train (or infer) step; returns the record of the run."""
+    # ---- Model, optimizer, state: as jaxseg.train builds them ---------------------------
+    mesh = sharding.make_mesh()
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    local_batch = sharding.check_batch_size(config.batch_size, mesh)
+    data, o = config.data, config.optim
+    dtype = compute_dtype(config.dtype)
+    model_options = {k: v for k, v in config.model.items() if k != "name"}
+    model = build_model(config.model.name, num_classes, dtype=dtype, **model_options)
+    schedule = make_schedule(
+        o.schedule,
+        o.lr,
+        config.total_steps,
+        warmup_steps=o.warmup_steps,
+        poly_power=o.poly_power,
+        end_lr=o.end_lr,
+    )
+    tx = make_optimizer(
+        o.name,
+        schedule,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        b1=o.b1,
+        b2=o.b2,
+        weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+    )
+    _, step_rng = jax.random.split(jax.random.key(config.seed))
+    # Initial values do not change step times; rbg draws from the same initializers and
+    # compiles several times faster than threefry on CPU (8 s against 29 s for a tiny U-Net).
+    init_rng = jax.random.key(config.seed, impl="rbg")
+    size = tuple(data.image_size)
+    init = jax.jit(
+        functools.partial(create_train_state, model, tx, image_shape=(*size, 3)),
+        out_shardings=replicated,
+    )
+    state = init(init_rng)
+    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
+    distance = any(name == "boundary" for name, _ in loss_terms)
+    local = random_batch(
+        config.seed + jax.process_index(),
+        batch=local_batch,
+        size=size,
+        num_classes=num_classes,
+        distance=distance,
+    )
+    batch = jax.block_until_ready(sharding.to_global(local, mesh))  # device-resident
+
+    # ---- The step: jitted once, explicit shardings, state donated ----------------------
+    if mode == "train":
+        class_weights = None
+        if config.loss.class_weights:
+            class_weights = jnp.asarray(config.loss.class_weights)
+        elif config.loss.class_weight_method:  # computed from data in train.py; same cost
+            class_weights = jnp.ones((num_classes,), jnp.float32)
+        fn = jax.jit(
+            functools.partial(
+                step_fns.train_step,
+                model=model,
+                tx=tx,
+                schedule=schedule,
+                mean=data.mean,
+                std=data.std,
+                loss_terms=loss_terms,
+                aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
+                ignore_index=data.ignore_index,
+                class_weights=class_weights,
+                label_smoothing=config.loss.label_smoothing,
+            ),
+            in_shardings=(replicated, batch_sharding, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        step_args = (step_rng,)
+    else:
+        fn = jax.jit(
+            functools.partial(infer_step, model=model, mean=data.mean, std=data.std),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=batch_sharding,
+        )
+        step_args = ()
+    start = time.perf_counter()
+    lowered = fn.lower(state, batch, *step_args)
+    lower_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+
+    def run(state, batch):
+        """One step, waited for; returns the state to carry (train donates it)."""
+        out = compiled(state, batch, *step_args)
+        jax.block_until_ready(out)
+        return out[0] if mode == "train" else state
+
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        state = run(state, batch)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+
+    # ---- Derived figures -------------------------------------------------------------
+    devices = mesh.devices.size
+    device_kind = jax.devices()[0].device_kind
+    median_s = statistics.median(times)
+    device_flops = flops_of(compiled)  # XLA analyses the per-device (partitioned) program
+    flops = device_flops * devices if device_flops else None
+    tflops = flops / median_s / 1e12 if flops else None
+    peak = peak_tflops(device_kind, dtype)
+    record = {
+        "framework": "jaxseg",
+        "model": config.model.name,
+        "model_options": {
+            k: v for k, v in model_options.items() if k in type(model).__dataclass_fields__
+        },
+        "params": count_params(state.params),
+        "num_classes": num_classes,
+        "mode": mode,
+        "batch": config.batch_size,
+        "size": list(size),
+        "dtype": dtype,
+        "optimizer": o.name if mode == "train" else None,
+        "steps": steps,
+        "warmup": warmup,
+        "lower_s": lower_s,
+        "compile_s": compile_s,
+        "median_ms": 1e3 * median_s,
+        "p90_ms": 1e3 * _quantile(times, 0.9),
+        "images_per_s": config.batch_size / median_s,
+        "flops_per_step": flops,
+        "tflops_per_s": tflops,
+        "peak_tflops_per_device": peak,
+        "mfu": tflops / (peak * devices) if tflops and peak else None,
+        "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+        "device_kind": device_kind,
+        "platform": jax.devices()[0].platform,
+        "device_count": devices,
+        "jax_version": jax.__version__,
+        "flax_version": flax.__version__,
+        "pipeline": None,
+    }
+
+    # ---- Optional: the same step fed by the real input pipeline -------------------------
+    if pipeline:
+        source = make_source(
+            data.name, "train", **{k: v for k, v in data.items() if k != "name"}, seed=config.seed
+        )
+        iterator = train_iterator(
+            source,
+            batch_size=local_batch,
+            seed=config.seed,
+            num_classes=num_classes,
+            ignore_index=data.ignore_index,
+            **configs.augment_options(data),
+            distance_maps=distance,
+            invalid_to_ignore=data.invalid_to_ignore,
+            num_workers=data.num_workers,
+            read_threads=data.read_threads,
+            prefetch=data.prefetch,
+        )
+        waits, walls = [], []
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            batch = jax.block_until_ready(sharding.to_global(next(iterator), mesh))
+            fetched = time.perf_counter()
+            state = run(state, batch)
+            if i >= warmup:
+                waits.append(fetched - start)
+                walls.append(time.perf_counter() - start)
+        record["pipeline"] = {
+            "num_workers": data.num_workers,
+            "median_ms": 1e3 * statistics.median(walls),
+            "images_per_s": config.batch_size * len(walls) / sum(walls),
+            "input_stall": sum(waits) / sum(walls),
+        }
+    return record
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "n/a" if value is None else format(value * scale, spec)
+
+
+def format_table(r: dict) -> str:
+    """The record of benchmark_step as a two-column table."""
+    h, w = r["size"]
+    head = (
+        f"jaxseg benchmark: {r['model']} ({r['params']:,} params, {r['num_classes']} classes), "
+        f"{r['mode']}, batch {r['batch']}, {h}x{w}, {r['dtype']}; "
+        f"{r['device_count']} x {r['device_kind']}"
+    )
+    rows = [
+        ("lower s", _fmt(r["lower_s"], ".2f")),
+        ("compile s", _fmt(r["compile_s"], ".2f")),
+        ("median ms/step", _fmt(r["median_ms"], ".2f")),
+        ("p90 ms/step", _fmt(r["p90_ms"], ".2f")),
+        ("images/s", _fmt(r["images_per_s"], ".2f")),
+        ("GFLOP/step", _fmt(r["flops_per_step"], ".3f", 1e-9)),
+        ("TFLOP/s", _fmt(r["tflops_per_s"], ".4f")),
+        ("MFU", _fmt(r["mfu"], ".2%")),
+        ("peak memory MiB", _fmt(r["peak_memory_bytes"], ".1f", 2.0**-20)),
+    ]
+    if r["pipeline"]:
+        p = r["pipeline"]
+        rows += [
+            ("pipeline workers", str(p["num_workers"])),
+            ("pipeline ms/step", _fmt(p["median_ms"], ".2f")),
+            ("pipeline images/s", _fmt(p["images_per_s"], ".2f")),
+            ("input stall", _fmt(p["input_stall"], ".3f")),
+        ]
+    return "\n".join([head] + [f"  {name:<18} {value:>12}" for name, value in rows])
 
 
 def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) -> float:
@@ -43,36 +379,105 @@ def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) 
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise configs.ConfigError(message)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w or h)
+
+
+def parse_flags(extra: list[str]) -> argparse.Namespace:
+    """The benchmark's own flags (those jaxseg.configs.parse_args left in `extra`)."""
+    p = _Parser(prog="jaxseg.benchmark", add_help=False)
+    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--batch", type=int, help="global batch (config.batch_size)")
+    p.add_argument("--size", type=_size, help="HxW (config.data.image_size)")
+    p.add_argument("--dtype", choices=("bf16", "bfloat16", "f32", "float32"))
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--classes", type=int, help="number of classes (default: the dataset's)")
+    p.add_argument("--results", help="JSON-lines file (default <workdir>/benchmark.jsonl)")
+    p.add_argument("--pipeline", action="store_true")
+    p.add_argument("--data-only", action="store_true")
+    p.add_argument("--workers", default="0,1,2")
+    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1)
+    flags = p.parse_args(extra)
+    if flags.steps < 1 or flags.warmup < 0:
+        raise configs.ConfigError("--steps must be >= 1 and --warmup >= 0")
+    return flags
+
+
+def main(argv=None) -> dict | None:
+    """Runs the command line; returns the step benchmark's record (None for --data-only)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = configs.parse_args(argv)
-        extra = dict(a.lstrip("-").partition("=")[::2] for a in args.extra)
-        if "data-only" not in extra:
-            raise configs.ConfigError("only --data-only is implemented so far")
-        unknown = set(extra) - {"data-only", "workers", "batches", "repeats"}
-        if unknown:
-            raise configs.ConfigError(f"unknown argument(s) {sorted(unknown)}")
-        workers = [int(w) for w in extra.get("workers", "0,1,2").split(",")]
-        batches, repeats = int(extra.get("batches", 20)), int(extra.get("repeats", 1))
+        flags = parse_flags(args.extra)
+        workers = [int(w) for w in flags.workers.split(",")]
     except (configs.ConfigError, ValueError) as e:
         print(f"jaxseg.benchmark: error: {e}", file=sys.stderr)
         sys.exit(2)
-    from absl import flags
+    from absl import flags as absl_flags
 
-    flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
+    absl_flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     config = args.config
-    height, width = config.data.image_size
-    print(f"input pipeline: {config.data.name}, crops {height}x{width}, batch {config.batch_size}")
-    print(f"{'workers':>8}  {'images/s':>10}")
-    for num_workers in workers:
-        rates = [
-            data_throughput(
-                config, num_workers=num_workers, batches=batches, batch_size=config.batch_size
-            )
-            for _ in range(repeats)
-        ]
-        print(f"{num_workers:>8}  {statistics.median(rates):>10.1f}", flush=True)
+    # Locked ConfigDicts accept new values for existing fields.
+    if flags.batch is not None:
+        config.batch_size = flags.batch
+    if flags.size is not None:
+        config.data.image_size = flags.size
+    if flags.dtype is not None:
+        config.dtype = "bfloat16" if flags.dtype.startswith("bf") else "float32"
+
+    if flags.data_only:
+        height, width = config.data.image_size
+        print(
+            f"input pipeline: {config.data.name}, crops {height}x{width}, batch {config.batch_size}"
+        )
+        print(f"{'workers':>8}  {'images/s':>10}")
+        for num_workers in workers:
+            rates = [
+                data_throughput(
+                    config,
+                    num_workers=num_workers,
+                    batches=flags.batches,
+                    batch_size=config.batch_size,
+                )
+                for _ in range(flags.repeats)
+            ]
+            print(f"{num_workers:>8}  {statistics.median(rates):>10.1f}", flush=True)
+        return None
+
+    num_classes = flags.classes
+    if num_classes is None:
+        data = config.data
+        options = {k: v for k, v in data.items() if k != "name"} | {"seed": config.seed}
+        try:
+            num_classes = len(make_source(data.name, "train", **options).class_names)
+        except (OSError, ValueError) as e:
+            print(f"jaxseg.benchmark: error: {e} (or give --classes K)", file=sys.stderr)
+            sys.exit(2)
+    record = benchmark_step(
+        config,
+        mode=flags.mode,
+        steps=flags.steps,
+        warmup=flags.warmup,
+        num_classes=num_classes,
+        pipeline=flags.pipeline,
+    )
+    record["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record["command"] = shlex.join(["python", "-m", "jaxseg.benchmark", *argv])
+    print(format_table(record), flush=True)
+    results = flags.results or os.path.join(args.workdir, "benchmark.jsonl")
+    os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
+    with open(results, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"appended to {results}")
+    return record
 
 
 if __name__ == "__main__":

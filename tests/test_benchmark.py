@@ -1,11 +1,145 @@
+import json
 import os
 import re
+
+import pytest
 
 from jaxseg import benchmark
 
 UNET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "unet.py"
 )
+# experiments/unet.py:quick narrowed further through --config.* overrides, to compile fast.
+TINY = [
+    f"{UNET}:quick",
+    "--config.model.depth=2",
+    "--config.model.base_width=8",
+    "--size",
+    "32x32",
+    "--batch",
+    "8",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+]
+
+
+def unet_conv_flops(batch=8, side=32, base=8, depth=2, classes=5, cin=3) -> int:
+    """2 x multiply-adds of the U-Net's convolutions in one forward pass, counting, as XLA's
+    cost analysis does, only 3x3 taps that fall inside the (zero-padded) image."""
+
+    def conv3x3(side, cin, cout):
+        return (side + 2 * (side - 1)) ** 2 * cin * cout  # sum over taps of valid positions
+
+    macs, widths = 0, [base * 2**level for level in range(depth + 1)]
+    for level, width in enumerate(widths):  # down path and bottleneck: double convs
+        s = side >> level
+        macs += conv3x3(s, cin, width) + conv3x3(s, width, width)
+        cin = width
+    for level in reversed(range(depth)):  # 2x2 stride-2 transposed conv, then double conv
+        s, width = side >> level, widths[level]
+        macs += s * s * widths[level + 1] * width
+        macs += conv3x3(s, 2 * width, width) + conv3x3(s, width, width)
+    macs += side * side * base * classes  # 1x1 classifier
+    return 2 * batch * macs
+
+
+def table(out: str) -> dict[str, str]:
+    """The printed table's rows: {name: value text}."""
+    return dict(re.findall(r"^  (\S.*?)\s{2,}(\S+)$", out, re.M))
+
+
+def run_step_benchmark(capsys, tmp_path, *flags):
+    results = tmp_path / "results.jsonl"
+    record = benchmark.main(["--config", *TINY, f"--results={results}", *flags])
+    out = capsys.readouterr().out
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0]) == json.loads(json.dumps(record))
+    return table(out), json.loads(lines[0])
+
+
+def check_common(rows: dict, r: dict, mode: str) -> None:
+    assert (r["model"], r["mode"], r["batch"], r["size"]) == ("unet", mode, 8, [32, 32])
+    assert (r["dtype"], r["num_classes"], r["device_count"]) == ("float32", 5, 8)
+    # U-Net base 8, depth 2, 5 classes: the overrides reached the model.
+    assert r["params"] == 29_661
+    assert r["model_options"]["base_width"] == 8 and r["model_options"]["depth"] == 2
+    assert 0 < r["median_ms"] <= r["p90_ms"]
+    assert r["images_per_s"] == pytest.approx(8 / (r["median_ms"] / 1e3))
+    assert r["compile_s"] > 0 and r["lower_s"] > 0
+    assert r["flops_per_step"] > 0  # XLA's cost analysis works on CPU
+    assert r["tflops_per_s"] == pytest.approx(r["flops_per_step"] / r["median_ms"] / 1e9)
+    assert r["mfu"] is None and r["peak_memory_bytes"] is None  # no peak table entry on CPU
+    assert r["device_kind"] == "cpu" and r["jax_version"] and r["flax_version"]
+    assert "--size 32x32" in r["command"] and r["date"].startswith("20")
+    assert rows["MFU"] == "n/a" and rows["peak memory MiB"] == "n/a"
+    assert float(rows["median ms/step"]) == pytest.approx(r["median_ms"], abs=0.01)
+    assert float(rows["images/s"]) == pytest.approx(r["images_per_s"], abs=0.01)
+    assert float(rows["GFLOP/step"]) == pytest.approx(r["flops_per_step"] / 1e9, abs=1e-3)
+    assert float(rows["compile s"]) > 0
+
+
+def test_train_step_and_pipeline(capsys, tmp_path):
+    rows, r = run_step_benchmark(capsys, tmp_path, "--pipeline")
+    check_common(rows, r, "train")
+    assert r["optimizer"] == "adamw"
+    p = r["pipeline"]
+    assert 0.0 <= p["input_stall"] <= 1.0
+    assert p["num_workers"] == 0 and p["median_ms"] > 0 and p["images_per_s"] > 0
+    assert float(rows["input stall"]) == pytest.approx(p["input_stall"], abs=1e-3)
+    # Forward, weight gradients and input gradients: about three forward passes.
+    assert 2.5 < r["flops_per_step"] / unet_conv_flops() < 3.5
+
+
+def test_infer_step(capsys, tmp_path):
+    rows, r = run_step_benchmark(capsys, tmp_path, "--mode", "infer")
+    check_common(rows, r, "infer")
+    assert r["optimizer"] is None and r["pipeline"] is None and "input stall" not in rows
+    # 95,331,840 from the convolutions; BatchNorm, ReLU and the rest add a few percent.
+    assert unet_conv_flops() == 95_331_840
+    assert 1.0 <= r["flops_per_step"] / unet_conv_flops() < 1.1
+
+
+def test_peak_table_matches_device_kinds():
+    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.0
+    assert benchmark.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert benchmark.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
+    assert benchmark.peak_tflops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0
+    assert benchmark.peak_tflops("TPU v5 lite", "bfloat16") == 197.0
+    assert benchmark.peak_tflops("TPU v5p", "bfloat16") == 459.0
+    assert benchmark.peak_tflops("TPU v6 lite", "bfloat16") == 918.0
+    assert benchmark.peak_tflops("TPU v4", "float32") is None
+    assert benchmark.peak_tflops("cpu", "bfloat16") is None
+
+
+class _Compiled:
+    def __init__(self, cost):
+        self.cost = cost
+
+    def cost_analysis(self):
+        if isinstance(self.cost, Exception):
+            raise self.cost
+        return self.cost
+
+
+def test_flops_of_reads_every_cost_analysis_form():
+    assert benchmark.flops_of(_Compiled({"flops": 12.0})) == 12.0
+    assert benchmark.flops_of(_Compiled([{"flops": 7.0}])) == 7.0
+    assert benchmark.flops_of(_Compiled([])) is None
+    assert benchmark.flops_of(_Compiled(None)) is None
+    assert benchmark.flops_of(_Compiled({"bytes accessed": 3.0})) is None
+    assert benchmark.flops_of(_Compiled({"flops": -1.0})) is None
+    assert benchmark.flops_of(_Compiled(NotImplementedError())) is None
+
+
+def test_bad_flags_exit_with_status_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--config", f"{UNET}:quick", "--mode", "serve"])
+    assert e.value.code == 2
+    assert "--mode" in capsys.readouterr().err
 
 
 def test_data_only_reports_images_per_second_per_worker_count(capsys):
