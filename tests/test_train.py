@@ -117,7 +117,17 @@ def test_resume_is_bit_identical(tmp_path):
     assert os.path.exists(tmp_path / "resumed" / "config.json")
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+# The narrow models run end to end in every CI run; the fixed-width ones (ResNet, VGG,
+# MobileNet, MiT) take a jitted step in tests/test_models.py and run end to end here
+# when slow tests are asked for.
+CHEAP = ("unet.py", "unet_membrane.py", "linear.py", "encoder_decoder.py")
+WALK = [
+    p if os.path.basename(p) in CHEAP else pytest.param(p, marks=pytest.mark.slow)
+    for p in EXPERIMENTS
+]
+
+
+@pytest.mark.parametrize("path", WALK, ids=os.path.basename)
 def test_experiment_runs_one_train_and_eval_step(path, tmp_path):
     config = _config(f"{path}:quick", *TINY, "--config.total_steps=1")
     result = train_and_evaluate(config, str(tmp_path))

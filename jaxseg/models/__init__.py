@@ -5,14 +5,20 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.encoder_decoder import EncoderDecoder
 from jaxseg.models.fast_scnn import FastSCNN
+from jaxseg.models.fcn_vgg import FCNVGG16
 from jaxseg.models.linear import PixelLinear
 from jaxseg.models.lraspp import LRASPP
+from jaxseg.models.segnet import SegNet
 from jaxseg.models.unet import UNet
 
 MODELS = {
     "linear": PixelLinear,
     "unet": UNet,
+    "encoder_decoder": EncoderDecoder,
+    "fcn_vgg16": FCNVGG16,
+    "segnet": SegNet,
     "lraspp": LRASPP,
     "fast_scnn": FastSCNN,
 }
