@@ -5,11 +5,14 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.deeplab import DeepLabV3, DeepLabV3Plus
 from jaxseg.models.encoder_decoder import EncoderDecoder
 from jaxseg.models.fast_scnn import FastSCNN
+from jaxseg.models.fcn import FCN
 from jaxseg.models.fcn_vgg import FCNVGG16
 from jaxseg.models.linear import PixelLinear
 from jaxseg.models.lraspp import LRASPP
+from jaxseg.models.pspnet import PSPNet
 from jaxseg.models.segnet import SegNet
 from jaxseg.models.unet import UNet
 
@@ -19,6 +22,10 @@ MODELS = {
     "encoder_decoder": EncoderDecoder,
     "fcn_vgg16": FCNVGG16,
     "segnet": SegNet,
+    "fcn": FCN,
+    "deeplabv3": DeepLabV3,
+    "deeplabv3plus": DeepLabV3Plus,
+    "pspnet": PSPNet,
     "lraspp": LRASPP,
     "fast_scnn": FastSCNN,
 }

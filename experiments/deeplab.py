@@ -1,0 +1,41 @@
+"""DeepLabV3+ on ResNet-50 (Chen et al., 2018): output stride 16, ASPP rates (6, 12, 18),
+48-channel low-level projection from stage 1, 3x3 decoder.
+
+    python -m jaxseg.train --config experiments/deeplab.py --workdir runs/deeplab
+    python -m jaxseg.train --config experiments/deeplab.py:quick --workdir runs/deeplab_quick
+
+The full recipe: 512x512 crops of images rescaled by 0.5-2.0 and flipped, SGD lr 0.01
+with momentum 0.9 and poly(0.9) decay, weight decay 1e-4, no auxiliary head, batch 16,
+bfloat16 compute on accelerators (float32 on CPU). On real data add e.g.
+`--config.data.name=folder --config.data.root=...` and, for ImageNet weights,
+`--config.model.pretrained=resnet50.pth`. `quick` is a CPU smoke run at 64x64.
+"""
+
+from jaxseg.configs import base_config, cpu_quick
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name = "deeplabv3plus"
+    c.model.backbone = "resnet50"
+    c.model.output_stride = 16
+    c.model.aux_head = False
+    c.data.image_size = (512, 512)
+    c.data.eval_size = (512, 512)
+    c.data.scale_range = (0.5, 2.0)
+    c.batch_size = 16
+    c.eval_batch_size = 16
+    c.total_steps = 40_000
+    c.eval_every = 4000
+    c.checkpoint_every = 2000
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.momentum = 0.9
+    c.optim.schedule = "poly"
+    c.optim.weight_decay = 1e-4
+    c.dtype = "auto"
+    if arg == "quick":
+        cpu_quick(c, steps=300)
+    elif arg:
+        raise ValueError(f"experiments/deeplab.py: unknown arg {arg!r}; valid: quick")
+    return c

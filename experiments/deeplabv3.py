@@ -1,0 +1,36 @@
+"""DeepLabV3 on ResNet-50 (Chen et al., 2017) as torchvision's deeplabv3_resnet50:
+output stride 8, ASPP rates (12, 24, 36) with image pooling, auxiliary FCN head on stage 3.
+
+    python -m jaxseg.train --config experiments/deeplabv3.py --workdir runs/deeplabv3
+    python -m jaxseg.train --config experiments/deeplabv3.py:quick --workdir runs/deeplabv3_quick
+
+The recipe: 512x512 crops, scale 0.5-2.0, SGD 0.01 poly, aux loss weight 0.4,
+bfloat16 on accelerators. --config.model.multi_grid="(1, 2, 4)" gives the paper's
+multi-grid; torchvision checkpoints load with --config.model.pretrained=FILE.pth.
+"""
+
+from jaxseg.configs import base_config, cpu_quick
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name = "deeplabv3"
+    c.model.backbone = "resnet50"
+    c.model.output_stride = 8
+    c.model.aux_head = True
+    c.loss.aux_weights = (("aux", 0.4),)
+    c.data.image_size = (512, 512)
+    c.data.eval_size = (512, 512)
+    c.data.scale_range = (0.5, 2.0)
+    c.total_steps = 40_000
+    c.eval_every = 4000
+    c.checkpoint_every = 2000
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.schedule = "poly"
+    c.dtype = "auto"
+    if arg == "quick":
+        cpu_quick(c, steps=200)
+    elif arg:
+        raise ValueError(f"experiments/deeplabv3.py: unknown arg {arg!r}; valid: quick")
+    return c

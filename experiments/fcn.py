@@ -1,0 +1,33 @@
+"""FCN head on a dilated ResNet-50 (output stride 8), as torchvision's fcn_resnet50.
+
+    python -m jaxseg.train --config experiments/fcn.py --workdir runs/fcn
+    python -m jaxseg.train --config experiments/fcn.py:quick --workdir runs/fcn_quick
+
+The recipe: 512x512 crops, scale 0.5-2.0, SGD 0.01 poly, aux loss weight 0.4,
+bfloat16 on accelerators; --config.model.backbone=resnet101 for fcn_resnet101.
+"""
+
+from jaxseg.configs import base_config, cpu_quick
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name = "fcn"
+    c.model.backbone = "resnet50"
+    c.model.aux_head = True
+    c.loss.aux_weights = (("aux", 0.4),)
+    c.data.image_size = (512, 512)
+    c.data.eval_size = (512, 512)
+    c.data.scale_range = (0.5, 2.0)
+    c.total_steps = 40_000
+    c.eval_every = 4000
+    c.checkpoint_every = 2000
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.schedule = "poly"
+    c.dtype = "auto"
+    if arg == "quick":
+        cpu_quick(c, steps=200)
+    elif arg:
+        raise ValueError(f"experiments/fcn.py: unknown arg {arg!r}; valid: quick")
+    return c
