@@ -100,13 +100,6 @@ def peak_memory_bytes(devices) -> int | None:
     return max(peaks) if peaks else None
 
 
-def compute_dtype(dtype: str) -> str:
-    """config.dtype with "auto" resolved: bfloat16 on accelerators, float32 on CPU."""
-    if dtype == "auto":
-        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    return dtype
-
-
 def infer_step(state, batch: dict, *, model, mean, std):
     """Forward pass in inference mode: u8[B,H,W,C] -> predicted classes i32[B,H,W]."""
     logits, _ = model.apply(
@@ -150,7 +143,7 @@ def benchmark_step(
     replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     data, o = config.data, config.optim
-    dtype = compute_dtype(config.dtype)
+    dtype = configs.compute_dtype(config.dtype)
     model_options = {k: v for k, v in config.model.items() if k != "name"}
     model = build_model(config.model.name, num_classes, dtype=dtype, **model_options)
     schedule = make_schedule(
@@ -266,6 +259,8 @@ def benchmark_step(
         "size": list(size),
         "dtype": dtype,
         "optimizer": o.name if mode == "train" else None,
+        "loss_terms": [list(t) for t in loss_terms] if mode == "train" else None,
+        "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
         "steps": steps,
         "warmup": warmup,
         "lower_s": lower_s,
