@@ -263,7 +263,7 @@ def test_matches_transformers_segformer_b0(tmp_path):
     assert "segformer.encoder.block.0.0.attention.self.key.weight" in hub
     converted = []
     for state in (state_dict_numpy(ref), hub):
-        variables, report = pretrained.convert_state_dict(init, model.prepare_state_dict(state))
+        variables, report = pretrained.convert_state_dict(init, model.adapt_state_dict(state))
         assert report["missing"] == report["mismatched"] == report["unused"] == []
         converted.append(variables)
     jax.tree.map(np.testing.assert_array_equal, *converted)

@@ -13,6 +13,7 @@ from jaxseg.models.fcn_vgg import FCNVGG16
 from jaxseg.models.linear import PixelLinear
 from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.pspnet import PSPNet
+from jaxseg.models.segformer import SegFormer
 from jaxseg.models.segnet import SegNet
 from jaxseg.models.unet import UNet
 
@@ -26,6 +27,7 @@ MODELS = {
     "deeplabv3": DeepLabV3,
     "deeplabv3plus": DeepLabV3Plus,
     "pspnet": PSPNet,
+    "segformer": SegFormer,
     "lraspp": LRASPP,
     "fast_scnn": FastSCNN,
 }

@@ -103,9 +103,8 @@ class SegFormerHead(nn.Module):
 class SegFormer(nn.Module):
     """x f32[B,H,W,3] (any H, W >= 29) -> (logits f32[B,H,W,num_classes], {}).
 
-    backbone: "mit_b0".."mit_b5". Weights: see the module docstring; call
-    `SegFormer.prepare_state_dict(state)` on a state dict before
-    pretrained.convert_state_dict so HuggingFace files load too.
+    backbone: "mit_b0".."mit_b5". Weights: see the module docstring;
+    pretrained.load_pretrained applies `adapt_state_dict`, so HuggingFace files load too.
     """
 
     num_classes: int
@@ -113,7 +112,7 @@ class SegFormer(nn.Module):
     dtype: Any = jnp.float32
 
     @staticmethod
-    def prepare_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def adapt_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return to_original(state)
 
     @nn.compact
