@@ -50,7 +50,14 @@ class DeepLabHead(nn.Module):
         x = layers.ASPP(self.rates, atrous_impl=self.atrous_impl, dtype=dt, name="0")(x, train)
         x = layers.Conv(256, 3, dtype=dt, name="1")(x)
         x = nn.relu(layers.batch_norm(train, dt, name="2")(x))
-        return layers.Conv(self.num_classes, 1, use_bias=True, dtype=dt, name="4")(x)
+        return layers.Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            kernel_init=layers.torch_default_init,
+            dtype=dt,
+            name="4",
+        )(x)
 
 
 def _aux(module: nn.Module, feature: jax.Array, size, train: bool) -> dict:
@@ -178,7 +185,14 @@ class DeepLabV3Plus(nn.Module):
             else:
                 y = layers.Conv(256, 3, dtype=dt, name=f"decoder_{i}")(y)
             y = nn.relu(layers.batch_norm(train, dt, name=f"decoder_{i + 1}")(y))
-        logits = layers.Conv(self.num_classes, 1, use_bias=True, dtype=dt, name="classifier")(y)
+        logits = layers.Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            kernel_init=layers.torch_default_init,
+            dtype=dt,
+            name="classifier",
+        )(y)
         return layers.resize(logits.astype(jnp.float32), size), _aux(
             self, feats["layer3"], size, train
         )

@@ -54,5 +54,12 @@ class EncoderDecoder(nn.Module):
                 name=f"dec{i}_up",
             )(x)
             x = nn.relu(layers.batch_norm(train, dt, name=f"dec{i}_bn")(x))
-        logits = layers.Conv(self.num_classes, 1, use_bias=True, dtype=dt, name="classifier")(x)
+        logits = layers.Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            kernel_init=layers.torch_default_init,
+            dtype=dt,
+            name="classifier",
+        )(x)
         return logits[:, :height, :width].astype(jnp.float32), {}

@@ -28,7 +28,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import ATROUS_IMPLS, Conv, _check, adaptive_avg_pool, batch_norm, resize
+from jaxseg.models.layers import (
+    ATROUS_IMPLS,
+    Conv,
+    _check,
+    adaptive_avg_pool,
+    batch_norm,
+    resize,
+    torch_default_init,
+)
 
 
 class ConvBN(nn.Module):
@@ -160,5 +168,12 @@ class FastSCNN(nn.Module):
         y = DSConv(128, dtype=dt, name="classifier_dsconv1")(y, train)
         y = DSConv(128, dtype=dt, name="classifier_dsconv2")(y, train)
         y = nn.Dropout(0.1, deterministic=not train)(y)
-        y = Conv(self.num_classes, 1, use_bias=True, dtype=dt, name="classifier_conv")(y)
+        y = Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            dtype=dt,
+            kernel_init=torch_default_init,
+            name="classifier_conv",
+        )(y)
         return resize(y, x.shape[1:3]).astype(jnp.float32), {}

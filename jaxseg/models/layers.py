@@ -27,6 +27,10 @@ UNPOOL_IMPLS = ("scatter", "mask_repeat")
 
 # torchvision's ResNet/VGG init: He normal over fan_out.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torch.nn.Conv2d's own init (kaiming_uniform, a=sqrt(5)): U(+-1/sqrt(fan_in)). torchvision
+# leaves its heads at it; for classifiers it keeps initial logits small (He over a fan_out
+# of a few classes would make them ~10x larger and slow early training).
+torch_default_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -211,7 +215,14 @@ class FCNHead(nn.Module):
         x = Conv(x.shape[-1] // 4, 3, dtype=self.dtype, name="0")(x)
         x = nn.relu(batch_norm(train, self.dtype, name="1")(x))
         x = nn.Dropout(0.1, deterministic=not train)(x)
-        return Conv(self.num_classes, 1, use_bias=True, dtype=self.dtype, name="4")(x)
+        return Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            dtype=self.dtype,
+            kernel_init=torch_default_init,
+            name="4",
+        )(x)
 
 
 class ASPP(nn.Module):

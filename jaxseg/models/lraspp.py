@@ -16,12 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import Conv, batch_norm, resize
+from jaxseg.models.layers import Conv, batch_norm, resize, torch_default_init
 from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone
-
-# torch.nn.Conv2d's default init (kaiming_uniform with a=sqrt(5)): the head is not
-# re-initialised by torchvision, unlike the backbone.
-torch_default_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
 class LRASPPHead(nn.Module):

@@ -71,7 +71,14 @@ class PSPNet(nn.Module):
         y = layers.Conv(512, 3, dtype=dt, name="cls_0")(y)
         y = nn.relu(layers.batch_norm(train, dt, name="cls_1")(y))
         y = nn.Dropout(0.1, deterministic=not train)(y)
-        logits = layers.Conv(self.num_classes, 1, use_bias=True, dtype=dt, name="cls_4")(y)
+        logits = layers.Conv(
+            self.num_classes,
+            1,
+            use_bias=True,
+            kernel_init=layers.torch_default_init,
+            dtype=dt,
+            name="cls_4",
+        )(y)
         aux = {}
         if self.aux_head:
             a = layers.FCNHead(self.num_classes, dt, name="aux")(feats["layer3"], train)

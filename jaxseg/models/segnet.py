@@ -52,7 +52,14 @@ class SegNet(nn.Module):
             for i, features in enumerate(widths):
                 name = f"decoder{block}_{3 * i}"
                 if features is None:  # the classifier
-                    y = layers.Conv(self.num_classes, 3, use_bias=True, dtype=dt, name=name)(y)
+                    y = layers.Conv(
+                        self.num_classes,
+                        3,
+                        use_bias=True,
+                        kernel_init=layers.torch_default_init,
+                        dtype=dt,
+                        name=name,
+                    )(y)
                     break
                 y = layers.Conv(features, 3, use_bias=True, dtype=dt, name=name)(y)
                 y = layers.batch_norm(train, dt, name=f"decoder{block}_{3 * i + 1}")(y)
