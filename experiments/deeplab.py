@@ -35,7 +35,10 @@ def get_config(arg=None):
     c.optim.weight_decay = 1e-4
     c.dtype = "auto"
     if arg == "quick":
-        cpu_quick(c, steps=300)
+        # From scratch, ResNet-50 leaves the all-background plateau after ~150 steps at
+        # 64x64; 400 steps at 2e-3 show val mIoU rising on two CPU cores.
+        cpu_quick(c, steps=400)
+        c.optim.lr = 2e-3
     elif arg:
         raise ValueError(f"experiments/deeplab.py: unknown arg {arg!r}; valid: quick")
     return c

@@ -1,0 +1,136 @@
+"""Walks MODELS: every model builds by name, gives logits at input size for sides that
+are no multiple of its stride, and takes a jitted train step in float32 and bfloat16."""
+
+import functools
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxseg import configs, steps
+from jaxseg.models import MODELS, build_model
+from jaxseg.state import count_params, create_train_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+# Options that keep the walk fast where a model has a width knob; fixed-width models
+# (ResNet, VGG, MobileNet, MiT) run as published.
+OPTIONS = {
+    "unet": dict(base_width=4, depth=3),
+    "encoder_decoder": dict(base_width=4),
+    "deeplabv3": dict(aux_head=True),
+    "segformer": dict(backbone="mit_b0"),
+}
+# Torchvision's counts (21 classes, aux head on, BatchNorm running statistics not counted).
+TORCHVISION = {
+    ("fcn", "resnet50"): 35_322_218,
+    ("fcn", "resnet101"): 54_314_346,
+    ("deeplabv3", "resnet50"): 42_004_074,
+    ("deeplabv3", "resnet101"): 60_996_202,
+    ("deeplabv3", "mobilenet_v3_large"): 11_029_328,
+    ("lraspp", "mobilenet_v3_large"): 3_221_538,
+}
+
+
+def _step(name, size, dtype):
+    """One jitted train step of MODELS[name] on a batch of 2 size-sized images."""
+    model = build_model(name, 4, dtype=dtype, **OPTIONS.get(name, {}))
+    tx = optax.sgd(0.01, momentum=0.9)
+    # The rbg generator compiles init several times faster than threefry for the big models.
+    state = jax.jit(functools.partial(create_train_state, model, tx, image_shape=(*size, 3)))(
+        jax.random.key(0, impl="rbg")
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (2, *size, 3), np.uint8)),
+        "mask": jnp.asarray(rng.integers(0, 4, (2, *size)), jnp.int32),
+    }
+    aux = (("aux", 0.4),) if OPTIONS.get(name, {}).get("aux_head") else ()
+    step = jax.jit(
+        functools.partial(
+            steps.train_step,
+            model=model,
+            tx=tx,
+            schedule=optax.constant_schedule(0.01),
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            aux_weights=aux,
+        ),
+        donate_argnums=0,
+    )
+    before = jax.tree.map(np.asarray, state.params)
+    new_state, scalars = step(state, batch, jax.random.key(1))
+    assert np.isfinite(float(scalars["loss"])) and np.isfinite(float(scalars["grad_norm"]))
+    assert float(scalars["grad_norm"]) > 0
+    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), new_state.params, before)
+    assert any(jax.tree.leaves(changed))
+    assert {x.dtype for x in jax.tree.leaves(new_state.params)} == {jnp.dtype(jnp.float32)}
+    logits, aux_out = jax.eval_shape(
+        lambda v, x: model.apply(v, x),
+        {"params": new_state.params, "batch_stats": new_state.batch_stats},
+        jnp.zeros((1, *size, 3)),
+    )
+    assert logits.shape == (1, *size, 4) and logits.dtype == jnp.float32
+    for value in aux_out.values():
+        assert value.shape[0] == 1
+
+
+# Compiling a train step of a fixed-width backbone costs 20-60 s on two CPU cores. The
+# default suite steps the main model (deeplabv3plus) and one of each other family; the
+# rest of the ResNet and MobileNet models step when slow tests are asked for (their
+# forward passes are checked against PyTorch in tests/test_models_*.py).
+SLOW_STEP = {"fcn", "deeplabv3", "pspnet", "lraspp", "fast_scnn"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n not in SLOW_STEP else pytest.param(n, marks=pytest.mark.slow) for n in sorted(MODELS)],
+)
+def test_train_step_float32_at_odd_size(name):
+    _step(name, (36, 44), "float32")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.slow
+def test_train_step_bfloat16_at_second_size(name):
+    _step(name, (64, 80), "bfloat16")
+
+
+@pytest.mark.parametrize("key,expected", sorted(TORCHVISION.items()), ids=str)
+def test_torchvision_parameter_counts(key, expected):
+    name, backbone = key
+    # torchvision dilates ResNets to output stride 8, MobileNetV3 to 16.
+    stride = 16 if backbone.startswith("mobilenet") else 8
+    model = build_model(name, 21, backbone=backbone, aux_head=True, output_stride=stride)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert count_params(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_every_experiment_builds_its_model_full_and_quick(path):
+    for arg in ("", ":quick"):
+        config = configs.parse_args(["--config", path + arg]).config
+        model = build_model(
+            config.model.name,
+            5,
+            dtype=configs.compute_dtype(config.dtype),
+            **{k: v for k, v in config.model.items() if k != "name"},
+        )
+        x = jnp.zeros((1, 40, 48, 3))
+        variables = jax.eval_shape(lambda m=model, x=x: m.init(jax.random.key(0), x))
+        logits, _ = jax.eval_shape(lambda v, m=model, x=x: m.apply(v, x), variables)
+        assert logits.shape == (1, 40, 48, 5)
+
+
+def test_every_model_has_an_experiment():
+    names = {configs.parse_args(["--config", p]).config.model.name for p in EXPERIMENTS}
+    assert set(MODELS) <= names, sorted(set(MODELS) - names)
+
+
+def test_unknown_options_are_named():
+    with pytest.raises(KeyError, match="unknown model 'deeplab'; valid: .*deeplabv3plus"):
+        build_model("deeplab", 2)
