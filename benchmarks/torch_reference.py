@@ -222,6 +222,8 @@ def run(args, argv) -> list[dict]:
                 "peak_memory_bytes": (
                     torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
                 ),
+                "step_ms": [1e3 * t for t in times],
+                "host_load_1m": os.getloadavg()[0],
                 "device_kind": kind,
                 "device_count": 1,
                 "threads": torch.get_num_threads(),

@@ -273,6 +273,8 @@ def benchmark_step(
         "peak_tflops_per_device": peak,
         "mfu": tflops / (peak * devices) if tflops and peak else None,
         "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+        "step_ms": [1e3 * t for t in times],
+        "host_load_1m": os.getloadavg()[0],  # other processes on the host skew CPU timings
         "device_kind": device_kind,
         "platform": jax.devices()[0].platform,
         "device_count": devices,

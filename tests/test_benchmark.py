@@ -67,6 +67,7 @@ def check_common(rows: dict, r: dict, mode: str) -> None:
     assert r["params"] == 29_661
     assert r["model_options"]["base_width"] == 8 and r["model_options"]["depth"] == 2
     assert 0 < r["median_ms"] <= r["p90_ms"]
+    assert len(r["step_ms"]) == 2 and r["median_ms"] == pytest.approx(sum(r["step_ms"]) / 2)
     assert r["images_per_s"] == pytest.approx(8 / (r["median_ms"] / 1e3))
     assert r["compile_s"] > 0 and r["lower_s"] > 0
     assert r["flops_per_step"] > 0  # XLA's cost analysis works on CPU
