@@ -272,7 +272,7 @@ def benchmark_step(
         "tflops_per_s": tflops,
         "peak_tflops_per_device": peak,
         "mfu": tflops / (peak * devices) if tflops and peak else None,
-        "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+        "peak_memory_bytes": peak_memory_bytes(jax.local_devices()),
         "step_ms": [1e3 * t for t in times],
         "host_load_1m": os.getloadavg()[0],  # other processes on the host skew CPU timings
         "device_kind": device_kind,
