@@ -93,7 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.aux_head = False  # FCN auxiliary head on stage 3 (fcn, deeplabv3, pspnet), aux "aux"
     c.model.pretrained = ""  # PyTorch-format weights (.pth, .safetensors, .npz) to start from
     c.model.atrous_impl = "plain"  # dilated convs: plain or space_to_batch (same function)
-    c.model.transpose_impl = "plain"  # 2x2 stride-2 transposed convs: plain or depth_to_space
+    # 2x2 stride-2 transposed convs: depth_to_space or plain (same function); depth_to_space
+    # halved the U-Net train step on CPU (docs/benchmarks.md), its gradient has no scatter.
+    c.model.transpose_impl = "depth_to_space"
     c.model.unpool_impl = "mask_repeat"  # segnet max-unpooling: mask_repeat or scatter
 
     c.optim = ml_collections.ConfigDict()
