@@ -1,6 +1,7 @@
 """End-to-end: sharding equivalence, resume, every experiment file."""
 
 import functools
+import gc
 import glob
 import json
 import os
@@ -137,6 +138,9 @@ def test_experiment_runs_one_train_and_eval_step(path, tmp_path):
     assert np.isfinite(rows[0]["train/loss"]) and 0 <= rows[1]["val/miou"] <= 1
     assert len(jax.tree.leaves(result["state"].params)) > 0
     assert jnp.isfinite(result["scores"]["pixel_acc"])
+    del result
+    jax.clear_caches()  # the walk compiles a dozen large models in one process
+    gc.collect()
 
 
 def test_bfloat16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
