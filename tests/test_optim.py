@@ -35,7 +35,7 @@ def test_no_weight_decay_on_batchnorm_and_biases():
         "/".join(k.key for k in path): v
         for path, v in jax.tree_util.tree_leaves_with_path(decay_mask(params))
     }
-    assert flat["DoubleConv_0/Conv_0/kernel"] and flat["ConvTranspose_0/kernel"]
+    assert flat["DoubleConv_0/Conv_0/kernel"] and flat["ConvTranspose2x2_0/kernel"]
     assert not flat["DoubleConv_0/BatchNorm_0/scale"] and not flat["DoubleConv_0/BatchNorm_0/bias"]
     assert not flat["Conv_0/bias"]
 
