@@ -46,9 +46,8 @@ from jaxseg import configs, sharding
 from jaxseg import steps as step_fns
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import train_iterator
-from jaxseg.models import build_model
-from jaxseg.optim import make_optimizer, make_schedule
 from jaxseg.state import count_params, create_train_state
+from jaxseg.train import model_and_optimizer
 
 # Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
 # (substring of jax.Device.device_kind, bf16, f32); the first match wins. The f32 column of
@@ -142,28 +141,9 @@ def benchmark_step(
     mesh = sharding.make_mesh()
     replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
-    data, o = config.data, config.optim
+    data = config.data
     dtype = configs.compute_dtype(config.dtype)
-    model_options = {k: v for k, v in config.model.items() if k != "name"}
-    model = build_model(config.model.name, num_classes, dtype=dtype, **model_options)
-    schedule = make_schedule(
-        o.schedule,
-        o.lr,
-        config.total_steps,
-        warmup_steps=o.warmup_steps,
-        poly_power=o.poly_power,
-        end_lr=o.end_lr,
-    )
-    tx = make_optimizer(
-        o.name,
-        schedule,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        b1=o.b1,
-        b2=o.b2,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-    )
+    model, schedule, tx = model_and_optimizer(config, num_classes)
     _, step_rng = jax.random.split(jax.random.key(config.seed))
     # Initial values do not change step times; rbg draws from the same initializers and
     # compiles several times faster than threefry on CPU (8 s against 29 s for a tiny U-Net).
@@ -250,7 +230,7 @@ def benchmark_step(
         "framework": "jaxseg",
         "model": config.model.name,
         "model_options": {
-            k: v for k, v in model_options.items() if k in type(model).__dataclass_fields__
+            k: v for k, v in config.model.items() if k in type(model).__dataclass_fields__
         },
         "params": count_params(state.params),
         "num_classes": num_classes,
@@ -258,7 +238,7 @@ def benchmark_step(
         "batch": config.batch_size,
         "size": list(size),
         "dtype": dtype,
-        "optimizer": o.name if mode == "train" else None,
+        "optimizer": config.optim.name if mode == "train" else None,
         "loss_terms": [list(t) for t in loss_terms] if mode == "train" else None,
         "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
         "steps": steps,

@@ -80,6 +80,37 @@ def val_metrics(scores: dict, class_names: tuple[str, ...]) -> dict:
     return flat
 
 
+def model_and_optimizer(config, num_classes: int):
+    """(model, lr schedule, optax transformation) as config.model and config.optim say;
+    shared with jaxseg.benchmark so both time and train the same thing."""
+    model = build_model(
+        config.model.name,
+        num_classes,
+        dtype=configs.compute_dtype(config.dtype),
+        **{k: v for k, v in config.model.items() if k != "name"},
+    )
+    o = config.optim
+    schedule = make_schedule(
+        o.schedule,
+        o.lr,
+        config.total_steps,
+        warmup_steps=o.warmup_steps,
+        poly_power=o.poly_power,
+        end_lr=o.end_lr,
+    )
+    tx = make_optimizer(
+        o.name,
+        schedule,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        b1=o.b1,
+        b2=o.b2,
+        weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+    )
+    return model, schedule, tx
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
     """Runs (or resumes) the run that config describes in workdir.
 
@@ -122,31 +153,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     )
 
     # ---- Model and optimizer -------------------------------------------------------------
-    model = build_model(
-        config.model.name,
-        num_classes,
-        dtype=configs.compute_dtype(config.dtype),
-        **{k: v for k, v in config.model.items() if k != "name"},
-    )
-    o = config.optim
-    schedule = make_schedule(
-        o.schedule,
-        o.lr,
-        config.total_steps,
-        warmup_steps=o.warmup_steps,
-        poly_power=o.poly_power,
-        end_lr=o.end_lr,
-    )
-    tx = make_optimizer(
-        o.name,
-        schedule,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        b1=o.b1,
-        b2=o.b2,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-    )
+    model, schedule, tx = model_and_optimizer(config, num_classes)
 
     # ---- State: initialise replicated, then resume, or load weights only ---------------
     root_rng = jax.random.key(config.seed)
