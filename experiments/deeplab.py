@@ -11,7 +11,7 @@ bfloat16 compute on accelerators (float32 on CPU). On real data add e.g.
 `--config.model.pretrained=resnet50.pth`. `quick` is a CPU smoke run at 64x64.
 """
 
-from jaxseg.configs import base_config, cpu_quick
+from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
@@ -20,20 +20,7 @@ def get_config(arg=None):
     c.model.backbone = "resnet50"
     c.model.output_stride = 16
     c.model.aux_head = False
-    c.data.image_size = (512, 512)
-    c.data.eval_size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
-    c.batch_size = 16
-    c.eval_batch_size = 16
-    c.total_steps = 40_000
-    c.eval_every = 4000
-    c.checkpoint_every = 2000
-    c.optim.name = "sgd"
-    c.optim.lr = 0.01
-    c.optim.momentum = 0.9
-    c.optim.schedule = "poly"
-    c.optim.weight_decay = 1e-4
-    c.dtype = "auto"
+    sgd_512(c)  # batch 16, momentum 0.9 and weight decay 1e-4 are base_config's
     if arg == "quick":
         # From scratch, ResNet-50 leaves the all-background plateau after ~150 steps at
         # 64x64; 400 steps at 2e-3 show val mIoU rising on two CPU cores.

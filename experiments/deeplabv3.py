@@ -9,7 +9,7 @@ bfloat16 on accelerators. --config.model.multi_grid="(1, 2, 4)" gives the paper'
 multi-grid; torchvision checkpoints load with --config.model.pretrained=FILE.pth.
 """
 
-from jaxseg.configs import base_config, cpu_quick
+from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
@@ -19,16 +19,7 @@ def get_config(arg=None):
     c.model.output_stride = 8
     c.model.aux_head = True
     c.loss.aux_weights = (("aux", 0.4),)
-    c.data.image_size = (512, 512)
-    c.data.eval_size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
-    c.total_steps = 40_000
-    c.eval_every = 4000
-    c.checkpoint_every = 2000
-    c.optim.name = "sgd"
-    c.optim.lr = 0.01
-    c.optim.schedule = "poly"
-    c.dtype = "auto"
+    sgd_512(c)
     if arg == "quick":
         cpu_quick(c, steps=200)
     elif arg:

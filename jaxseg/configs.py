@@ -313,3 +313,20 @@ def cpu_quick(c: ml_collections.ConfigDict, *, steps: int, size: int = 64, batch
     c.checkpoint_every = steps // 2
     c.dtype = "float32"
     return c
+
+
+def sgd_512(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The schedule the CNN recipes share (mmseg/torchvision style): 512x512 crops of
+    images rescaled by 0.5-2.0, SGD lr 0.01 (momentum and weight decay as base_config)
+    with poly decay over 40k steps, bfloat16 on accelerators."""
+    c.data.image_size = (512, 512)
+    c.data.eval_size = (512, 512)
+    c.data.scale_range = (0.5, 2.0)
+    c.total_steps = 40_000
+    c.eval_every = 4000
+    c.checkpoint_every = 2000
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.schedule = "poly"
+    c.dtype = "auto"
+    return c
