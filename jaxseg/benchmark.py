@@ -47,7 +47,7 @@ from jaxseg import steps as step_fns
 from jaxseg.data import make_source
 from jaxseg.data.pipeline import train_iterator
 from jaxseg.state import count_params, create_train_state
-from jaxseg.train import model_and_optimizer
+from jaxseg.train import jitted_train_step, model_and_optimizer
 
 # Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
 # (substring of jax.Device.device_kind, bf16, f32); the first match wins. The f32 column of
@@ -172,24 +172,7 @@ def benchmark_step(
             class_weights = jnp.asarray(config.loss.class_weights)
         elif config.loss.class_weight_method:  # computed from data in train.py; same cost
             class_weights = jnp.ones((num_classes,), jnp.float32)
-        fn = jax.jit(
-            functools.partial(
-                step_fns.train_step,
-                model=model,
-                tx=tx,
-                schedule=schedule,
-                mean=data.mean,
-                std=data.std,
-                loss_terms=loss_terms,
-                aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
-                ignore_index=data.ignore_index,
-                class_weights=class_weights,
-                label_smoothing=config.loss.label_smoothing,
-            ),
-            in_shardings=(replicated, batch_sharding, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
+        fn = jitted_train_step(config, model, tx, schedule, class_weights, mesh)
         step_args = (step_rng,)
     else:
         fn = jax.jit(

@@ -111,6 +111,35 @@ def model_and_optimizer(config, num_classes: int):
     return model, schedule, tx
 
 
+def jitted_train_step(config, model, tx, schedule, class_weights, mesh):
+    """steps.train_step bound to config.data and config.loss, jitted once: replicated
+    state (donated) and rng, the batch split over the mesh's data axis."""
+    data = config.data
+    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
+    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
+    if unknown:
+        raise ValueError(f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}")
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        functools.partial(
+            steps.train_step,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            mean=data.mean,
+            std=data.std,
+            loss_terms=loss_terms,
+            aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
+            ignore_index=data.ignore_index,
+            class_weights=class_weights,
+            label_smoothing=config.loss.label_smoothing,
+        ),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
     """Runs (or resumes) the run that config describes in workdir.
 
@@ -208,28 +237,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         raise ValueError(
             f"loss.class_weights has {class_weights.shape[0]} values for {num_classes} classes"
         )
-    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
-    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
-    if unknown:
-        raise ValueError(f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}")
-    train_fn = jax.jit(
-        functools.partial(
-            steps.train_step,
-            model=model,
-            tx=tx,
-            schedule=schedule,
-            mean=data.mean,
-            std=data.std,
-            loss_terms=loss_terms,
-            aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
-            ignore_index=data.ignore_index,
-            class_weights=class_weights,
-            label_smoothing=config.loss.label_smoothing,
-        ),
-        in_shardings=(replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
+    train_fn = jitted_train_step(config, model, tx, schedule, class_weights, mesh)
     eval_fn = jax.jit(
         functools.partial(
             steps.eval_step,
