@@ -22,9 +22,9 @@ def get_config(arg=None):
     if arg == "quick":
         c.total_steps = 900
         c.batch_size = 16
-        c.eval_batch_size = 40
+        c.eval.batch_size = 40
         c.data.image_size = (64, 64)
-        c.data.eval_size = (64, 64)
+        c.eval.size = (64, 64)
         c.data.num_val = 200
         c.model.base_width = 16
         c.optim.lr = 6e-3

@@ -3,7 +3,7 @@
     python -m jaxseg.benchmark --config experiments/unet.py --mode train --batch 4 \
         --size 256x256 --dtype f32 --steps 10 --warmup 3
     python -m jaxseg.benchmark --config experiments/unet.py:quick --pipeline
-    python -m jaxseg.benchmark --data-only --config experiments/unet_membrane.py \
+    python -m jaxseg.benchmark --data_only --config experiments/unet_membrane.py \
         --config.data.image_size="(512, 512)" --workers=0,1,2 --batches=20
 
 Step mode builds the model, optimizer and state as jaxseg.train does (same library calls,
@@ -21,13 +21,12 @@ workdir being runs/<config stem>[_<arg>] unless --workdir says otherwise).
 the device is idle exactly while the host waits: input stall = (time in next(iterator) +
 host-to-device transfer) / wall time.
 
---data-only times the input pipeline alone: images/s per grain worker count, after one
+--data_only times the input pipeline alone: images/s per grain worker count, after one
 warm-up batch, the median of --repeats timings of --batches batches.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import functools
 import json
@@ -41,13 +40,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from jaxseg import configs, sharding
-from jaxseg import steps as step_fns
-from jaxseg.data import make_source
-from jaxseg.data.pipeline import train_iterator
+from jaxseg import configs, inference, recipe, sharding
 from jaxseg.state import count_params, create_train_state
-from jaxseg.train import jitted_train_step, model_and_optimizer
 
 # Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
 # (substring of jax.Device.device_kind, bf16, f32); the first match wins. The f32 column of
@@ -103,7 +99,7 @@ def infer_step(state, batch: dict, *, model, mean, std):
     """Forward pass in inference mode: u8[B,H,W,C] -> predicted classes i32[B,H,W]."""
     logits, _ = model.apply(
         {"params": state.params, "batch_stats": state.batch_stats},
-        step_fns.normalize(batch["image"], mean, std),
+        inference.normalize(batch["image"], mean, std),
         train=False,
     )
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -143,7 +139,7 @@ def benchmark_step(
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     data = config.data
     dtype = configs.compute_dtype(config.dtype)
-    model, schedule, tx = model_and_optimizer(config, num_classes)
+    model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
     _, step_rng = jax.random.split(jax.random.key(config.seed))
     # Initial values do not change step times; rbg draws from the same initializers and
     # compiles several times faster than threefry on CPU (8 s against 29 s for a tiny U-Net).
@@ -172,7 +168,12 @@ def benchmark_step(
             class_weights = jnp.asarray(config.loss.class_weights)
         elif config.loss.class_weight_method:  # computed from data in train.py; same cost
             class_weights = jnp.ones((num_classes,), jnp.float32)
-        fn = jitted_train_step(config, model, tx, schedule, class_weights, mesh)
+        fn = jax.jit(
+            recipe.train_step(config, model, tx, schedule, class_weights),
+            in_shardings=(replicated, batch_sharding, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
         step_args = (step_rng,)
     else:
         fn = jax.jit(
@@ -248,22 +249,7 @@ def benchmark_step(
 
     # ---- Optional: the same step fed by the real input pipeline -------------------------
     if pipeline:
-        source = make_source(
-            data.name, "train", **{k: v for k, v in data.items() if k != "name"}, seed=config.seed
-        )
-        iterator = train_iterator(
-            source,
-            batch_size=local_batch,
-            seed=config.seed,
-            num_classes=num_classes,
-            ignore_index=data.ignore_index,
-            **configs.augment_options(data),
-            distance_maps=distance,
-            invalid_to_ignore=data.invalid_to_ignore,
-            num_workers=data.num_workers,
-            read_threads=data.read_threads,
-            prefetch=data.prefetch,
-        )
+        iterator = recipe.train_iterator(config, recipe.make_source(config, "train"), local_batch)
         waits, walls = [], []
         for i in range(warmup + steps):
             start = time.perf_counter()
@@ -318,20 +304,8 @@ def format_table(r: dict) -> str:
 
 def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) -> float:
     """Images/s of the training pipeline with num_workers grain worker processes."""
-    data = config.data
-    options = {k: v for k, v in data.items() if k != "name"} | {"seed": config.seed}
-    source = make_source(data.name, "train", **options)
-    iterator = train_iterator(
-        source,
-        batch_size=batch_size,
-        seed=config.seed,
-        num_classes=len(source.class_names),
-        ignore_index=data.ignore_index,
-        **configs.augment_options(data),
-        num_workers=num_workers,
-        read_threads=data.read_threads,
-        prefetch=data.prefetch,
-    )
+    source = recipe.make_source(config, "train")
+    iterator = recipe.train_iterator(config, source, batch_size, num_workers=num_workers)
     next(iterator)  # warm-up: worker processes start, first reads
     start = time.perf_counter()
     for _ in range(batches):
@@ -339,61 +313,68 @@ def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) 
     return batches * batch_size / (time.perf_counter() - start)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise configs.ConfigError(message)
-
-
 def _size(text: str) -> tuple[int, int]:
     h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
+    try:
+        return int(h), int(w or h)
+    except ValueError:
+        raise flags.ValidationError(f"--size needs HxW like 512x512, got {text!r}") from None
 
 
-def parse_flags(extra: list[str]) -> argparse.Namespace:
-    """The benchmark's own flags (those jaxseg.configs.parse_args left in `extra`)."""
-    p = _Parser(prog="jaxseg.benchmark", add_help=False)
-    p.add_argument("--mode", choices=("train", "infer"), default="train")
-    p.add_argument("--batch", type=int, help="global batch (config.batch_size)")
-    p.add_argument("--size", type=_size, help="HxW (config.data.image_size)")
-    p.add_argument("--dtype", choices=("bf16", "bfloat16", "f32", "float32"))
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--classes", type=int, help="number of classes (default: the dataset's)")
-    p.add_argument("--results", help="JSON-lines file (default <workdir>/benchmark.jsonl)")
-    p.add_argument("--pipeline", action="store_true")
-    p.add_argument("--data-only", action="store_true")
-    p.add_argument("--workers", default="0,1,2")
-    p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1)
-    flags = p.parse_args(extra)
-    if flags.steps < 1 or flags.warmup < 0:
-        raise configs.ConfigError("--steps must be >= 1 and --warmup >= 0")
-    return flags
+def _flags(argv) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    configs.define_config_file(fv, argv)
+    define = dict(flag_values=fv)
+    flags.DEFINE_string("workdir", None, "default home of --results: runs/<experiment>", **define)
+    flags.DEFINE_enum(
+        "mode", "train", ["train", "infer"], "time the train step or inference", **define
+    )
+    flags.DEFINE_integer("batch", None, "global batch (config.batch_size)", **define)
+    flags.DEFINE_string("size", None, "HxW (config.data.image_size)", **define)
+    flags.DEFINE_enum(
+        "dtype", None, ["bf16", "bfloat16", "f32", "float32"], "config.dtype", **define
+    )
+    flags.DEFINE_integer("steps", 20, "timed steps", lower_bound=1, **define)
+    flags.DEFINE_integer("warmup", 3, "untimed steps first", lower_bound=0, **define)
+    flags.DEFINE_integer("classes", None, "number of classes (default: the dataset's)", **define)
+    flags.DEFINE_string(
+        "results", None, "JSON-lines file (default <workdir>/benchmark.jsonl)", **define
+    )
+    flags.DEFINE_bool(
+        "pipeline", False, "also feed the step from the real input pipeline", **define
+    )
+    flags.DEFINE_bool("data_only", False, "time the input pipeline alone", **define)
+    flags.DEFINE_list("workers", ["0", "1", "2"], "--data_only: grain worker counts", **define)
+    flags.DEFINE_integer("batches", 20, "--data_only: batches timed", lower_bound=1, **define)
+    flags.DEFINE_integer("repeats", 1, "--data_only: timings (median)", lower_bound=1, **define)
+    flags.DEFINE_alias("data-only", "data_only", flag_values=fv)  # the earlier spelling
+    flags.register_validator("size", lambda v: v is None or bool(_size(v)), flag_values=fv)
+    return fv
 
 
 def main(argv=None) -> dict | None:
-    """Runs the command line; returns the step benchmark's record (None for --data-only)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Runs the command line; returns the step benchmark's record (None for --data_only)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fv = _flags(argv)
+    rest = configs.parse_flags(fv, argv, prog="jaxseg.benchmark", doc=__doc__)
     try:
-        args = configs.parse_args(argv)
-        flags = parse_flags(args.extra)
-        workers = [int(w) for w in flags.workers.split(",")]
+        if rest:
+            raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
+        workers = [int(w) for w in fv.workers]
+        config = fv.config
+        # Locked ConfigDicts accept new values for existing fields.
+        if fv.batch is not None:
+            config.batch_size = fv.batch
+        if fv.size is not None:
+            config.data.image_size = _size(fv.size)
+        if fv.dtype is not None:
+            config.dtype = "bfloat16" if fv.dtype.startswith("bf") else "float32"
+        recipe.check_options(config)
     except (configs.ConfigError, ValueError) as e:
-        print(f"jaxseg.benchmark: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    from absl import flags as absl_flags
+        configs.fail("jaxseg.benchmark", str(e))
+    flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
 
-    absl_flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
-    config = args.config
-    # Locked ConfigDicts accept new values for existing fields.
-    if flags.batch is not None:
-        config.batch_size = flags.batch
-    if flags.size is not None:
-        config.data.image_size = flags.size
-    if flags.dtype is not None:
-        config.dtype = "bfloat16" if flags.dtype.startswith("bf") else "float32"
-
-    if flags.data_only:
+    if fv.data_only:
         height, width = config.data.image_size
         print(
             f"input pipeline: {config.data.name}, crops {height}x{width}, batch {config.batch_size}"
@@ -404,35 +385,33 @@ def main(argv=None) -> dict | None:
                 data_throughput(
                     config,
                     num_workers=num_workers,
-                    batches=flags.batches,
+                    batches=fv.batches,
                     batch_size=config.batch_size,
                 )
-                for _ in range(flags.repeats)
+                for _ in range(fv.repeats)
             ]
             print(f"{num_workers:>8}  {statistics.median(rates):>10.1f}", flush=True)
         return None
 
-    num_classes = flags.classes
+    num_classes = fv.classes
     if num_classes is None:
-        data = config.data
-        options = {k: v for k, v in data.items() if k != "name"} | {"seed": config.seed}
         try:
-            num_classes = len(make_source(data.name, "train", **options).class_names)
+            num_classes = len(recipe.make_source(config, "train").class_names)
         except (OSError, ValueError) as e:
-            print(f"jaxseg.benchmark: error: {e} (or give --classes K)", file=sys.stderr)
-            sys.exit(2)
+            configs.fail("jaxseg.benchmark", f"{e} (or give --classes K)")
     record = benchmark_step(
         config,
-        mode=flags.mode,
-        steps=flags.steps,
-        warmup=flags.warmup,
+        mode=fv.mode,
+        steps=fv.steps,
+        warmup=fv.warmup,
         num_classes=num_classes,
-        pipeline=flags.pipeline,
+        pipeline=fv.pipeline,
     )
     record["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record["command"] = shlex.join(["python", "-m", "jaxseg.benchmark", *argv])
     print(format_table(record), flush=True)
-    results = flags.results or os.path.join(args.workdir, "benchmark.jsonl")
+    workdir = fv.workdir or configs.default_workdir(fv)
+    results = fv.results or os.path.join(workdir, "benchmark.jsonl")
     os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
     with open(results, "a") as f:
         f.write(json.dumps(record) + "\n")

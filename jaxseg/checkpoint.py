@@ -7,6 +7,7 @@ process's grain iterator state). Saves are asynchronous. Kept: the newest
 
 from __future__ import annotations
 
+import logging
 import os
 
 import grain
@@ -15,6 +16,22 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "val/miou"
+
+# orbax warns through absl on every read-only manager and on every save without metrics
+# (most saves: metrics exist only at evaluation steps); neither needs the user's attention.
+_EXPECTED = (
+    "read_only=True, setting",
+    "Given directory is read only",
+    "did not provide metrics",
+)
+
+
+class _DropExpectedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _EXPECTED)
+
+
+logging.getLogger("absl").addFilter(_DropExpectedWarnings())
 
 
 def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
@@ -30,6 +47,10 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
     )
     options = ocp.CheckpointManagerOptions(
         preservation_policy=preservation,
+        # best_fn makes orbax write each save's metrics to disk, so that the best step is
+        # known after a restart (resume, jaxseg.evaluate --checkpoint best).
+        best_fn=lambda m: m[BEST_METRIC],
+        best_mode="max",
         enable_async_checkpointing=True,
         cleanup_tmp_directories=True,  # a save cut off by a crash leaves a tmp dir
     )
@@ -70,11 +91,8 @@ def restore_latest(manager, state, data_iterator):
     return restored["state"], step
 
 
-def load_weights(path: str, state):
-    """Copies params and batch_stats from a checkpoint into `state` (init_from).
-
-    path: a run's workdir, its checkpoints/ directory, or one step directory in it.
-    """
+def _checkpoints_dir(path: str, what: str) -> tuple[str, int | None]:
+    """(checkpoints directory, step or None) from a workdir, its checkpoints/ or one step."""
     path = os.path.abspath(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
@@ -82,24 +100,75 @@ def load_weights(path: str, state):
     if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
         path, step = os.path.dirname(path), int(os.path.basename(path))
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"init_from: {path} is not a directory")
+        raise FileNotFoundError(f"{what}: {path} is not a directory")
+    return path, step
+
+
+def choose_step(path: str, which: str = "latest") -> int:
+    """The checkpoint step that `which` names in a workdir (or its checkpoints/): "latest",
+    "best" (highest val/miou among the kept checkpoints) or a step number."""
+    directory, _ = _checkpoints_dir(path, "--workdir")
     with ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
+        directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
     ) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"init_from: no checkpoint found in {path}")
-        target = {"params": state.params, "batch_stats": state.batch_stats}
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            scored = [
+                (float(m[BEST_METRIC]), s)
+                for s in steps
+                if (m := manager.metrics(s)) and m.get(BEST_METRIC) is not None
+            ]
+            if not scored:
+                raise FileNotFoundError(f"no checkpoint in {directory} has {BEST_METRIC}")
+            return max(scored)[1]
+    if not which.isdigit() or int(which) not in steps:
+        raise FileNotFoundError(
+            f"--checkpoint={which}: not a checkpoint of {directory}; "
+            f"valid: latest, best, {', '.join(map(str, steps))}"
+        )
+    return int(which)
+
+
+def restore_variables(path: str, step: int, target: dict) -> dict:
+    """{"params", "batch_stats"} of checkpoint `step` under path (a workdir or its
+    checkpoints/), and nothing else: no optimizer state or data iterator.
+
+    target: the same tree of arrays or jax.ShapeDtypeStructs whose shardings say where the
+    restored arrays go (whatever devices are present, not those that saved them).
+    """
+    directory, _ = _checkpoints_dir(path, "checkpoint")
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+    with ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
+    ) as manager:
         restored = manager.restore(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.PyTreeRestore(
-                    item=target,
-                    restore_args=jax.tree.map(
-                        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target
-                    ),
-                    partial_restore=True,
+                    item=target, restore_args=restore_args, partial_restore=True
                 )
             ),
         )["state"]
+    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+
+
+def load_weights(path: str, state):
+    """Copies params and batch_stats from a checkpoint into `state` (init_from).
+
+    path: a run's workdir, its checkpoints/ directory, or one step directory in it.
+    """
+    directory, step = _checkpoints_dir(path, "init_from")
+    if step is None:
+        with ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
+        ) as manager:
+            step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"init_from: no checkpoint found in {directory}")
+    target = {"params": state.params, "batch_stats": state.batch_stats}
+    restored = restore_variables(directory, step, target)
     return state.replace(params=restored["params"], batch_stats=restored["batch_stats"])

@@ -1,26 +1,29 @@
-"""Run configuration: every field, its default and a one-line comment, declared once.
+"""Run configuration: every field, its default and a one-line comment, declared once; and
+the command-line layer every entry point shares.
 
 Experiments (experiments/*.py) are Python files with `get_config(arg=None)` that start
-from `base_config()` and override; they are loaded by path:
+from `base_config()` and override; they are loaded by path with ml_collections'
+config_flags, and any field is overridden with a dotted absl flag:
 
     python -m jaxseg.train --config experiments/unet.py:quick --config.optim.lr=0.01
 
-`parse_args` turns such a command line into a locked ConfigDict. A mistyped key or a
-value of the wrong type raises `ConfigError` with one line naming the key and the
-closest valid keys; the entry points print that line and exit with status 2.
+`parse_flags` parses an entry's absl flags: `--help` lists them; a mistyped key, a value of
+the wrong type or a missing file ends in one line on stderr naming the key or file, and
+exit status 2. A run's resolved config is saved as JSON and read back with `from_json`
+(tuples restored, every key and type checked against base_config; no Python executed).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import difflib
-import importlib.util
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -29,14 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, data order, augmentation and dropout
     c.total_steps = 2000  # optimizer steps in the whole run (the schedule spans them)
     c.batch_size = 16  # global batch, split over all devices of all processes
-    c.eval_batch_size = 16  # global evaluation batch (the last one is padded)
     c.log_every = 50  # steps between train-metric lines in metrics.jsonl
     c.eval_every = 500  # steps between evaluations; 0 evaluates only at the end
     c.checkpoint_every = 500  # steps between asynchronous checkpoints; 0: only at the end
     c.keep_checkpoints = 3  # newest checkpoints kept (the best by val/miou is kept too)
     c.init_from = ""  # checkpoint dir (a run's workdir, its checkpoints/ or one step): weights only
-    c.boundary_tolerance = 3  # pixels: width of the contour bands that boundary IoU compares
-    c.calibration_bins = 15  # confidence bins of the expected calibration error
     # Compute dtype: float32, bfloat16, or auto (bfloat16 on accelerators, float32 on CPU);
     # params and optimizer state stay float32 either way.
     c.dtype = "float32"
@@ -44,13 +44,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "shapes"  # dataset, a key of jaxseg.data.DATASETS
     c.data.image_size = (128, 128)  # training crop (height, width)
-    c.data.eval_size = (128, 128)  # evaluation size (height, width): generated, or padded to
     c.data.root = ""  # folder datasets: directory holding images/ and masks/
     c.data.class_names = ()  # folder: the K class names; mask values are indices into them
     c.data.value_map = ()  # folder: ((stored value, class), ...) for integer masks, e.g. 255 -> 1
     c.data.palette = ()  # folder: ((r, g, b), ...) colour of each class in RGB masks
     c.data.train_list = ""  # folder: file of train stems, relative to root ("": split_ratio)
     c.data.val_list = ""  # folder: file of validation stems, relative to root
+    c.data.test_list = ""  # folder: file of test stems, relative to root ("": no test split)
     c.data.split_ratio = 0.8  # folder without lists: seeded share of stems used for training
     c.data.skip_bad = False  # folder: skip unreadable or invalid pairs (and report them)
     c.data.max_pixels = 89_478_485  # refuse images larger than this (decompression bombs)
@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfds_dir = ""  # tfds: data_dir holding the prepared dataset ("": TFDS default)
     c.data.train_split = ""  # tfds: train split name ("": the preset's)
     c.data.val_split = ""  # tfds: validation split name ("": the preset's)
+    c.data.test_split = ""  # tfds: test split name ("": the preset's, if it has one)
     c.data.image_key = ""  # tfds: feature holding the image ("": the preset's)
     c.data.mask_key = ""  # tfds: feature holding the mask ("": the preset's)
     c.data.num_train = 10_000  # examples in the train split of generated data
@@ -69,7 +70,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.rot90 = False  # random 90-degree rotations in training (180 only for non-square crops)
     c.data.photometric = False  # random brightness, contrast, saturation and hue (mmseg's)
     c.data.blur_prob = 0.0  # probability of a random Gaussian blur
-    c.data.eval_shorter_side = 0  # resize evaluation images to this shorter side; 0: own size
     c.data.invalid_to_ignore = False  # mask values that are no class become ignore, not an error
     c.data.num_workers = 0  # grain worker processes (0 reads in the main process)
     c.data.read_threads = 4  # threads reading and transforming examples in each process
@@ -118,28 +118,42 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.class_weights = ()  # per-class weights for ce/ohem/topk; () weighs classes equally
     c.loss.class_weight_method = ""  # inverse, median or enet: from the train split (cached)
     c.loss.label_smoothing = 0.0  # ce: mass spread uniformly over all classes
+    # Evaluation and inference: training's periodic evaluation, jaxseg.evaluate, predict and
+    # export all go through jaxseg.inference with these settings.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 16  # global evaluation batch (images; the last batch is padded)
+    c.eval.size = (128, 128)  # (height, width) evaluation images are padded to (shapes: made at)
+    c.eval.shorter_side = 0  # resize evaluation images to this shorter side first; 0: own size
+    c.eval.mode = "whole"  # whole: each image in one pass; slide: crop_size windows every stride
+    c.eval.crop_size = ()  # slide: window (height, width); (): the training crop data.image_size
+    c.eval.stride = ()  # slide: window step (height, width); (): two thirds of crop_size
+    c.eval.window_batch = 0  # slide: windows per forward pass (fixed per compile); 0: batch_size
+    c.eval.scales = (1.0,)  # test-time scales; several (or flip) average softmax over the views
+    c.eval.flip = False  # test-time horizontal flip, averaged with the unflipped views
+    c.eval.boundary_tolerance = 3  # pixels: width of the contour bands that boundary IoU compares
+    c.eval.calibration_bins = 15  # confidence bins of the expected calibration error
     c.lock()  # experiments override fields; they cannot add new ones
     return c
 
 
 class ConfigError(ValueError):
-    """A config file or override is wrong; the message is one line meant for the user."""
+    """A config file, override or flag is wrong; the message is one line meant for the user."""
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path.py` or `path.py:arg` by calling the file's get_config([arg])."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found")
-    module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path!r} defines no get_config()")
-    config = module.get_config(arg) if arg else module.get_config()
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not ConfigDict")
-    return config
+# Tuple fields whose elements and length the command line cannot get wrong silently:
+# key -> (element type, allowed lengths or None for any).
+_TUPLE_FIELDS = {
+    "data.image_size": (int, (2,)),
+    "data.scale_range": (float, (2,)),
+    "data.mean": (float, (3,)),
+    "data.std": (float, (3,)),
+    "eval.size": (int, (2,)),
+    "eval.crop_size": (int, (0, 2)),
+    "eval.stride": (int, (0, 2)),
+    "eval.scales": (float, None),
+    "model.multi_grid": (int, None),
+    "loss.class_weights": (float, None),
+}
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -153,8 +167,20 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
-    keys = flat_keys(config)
+def flat_items(config: ml_collections.ConfigDict) -> dict:
+    """{dotted key: value} of every leaf field."""
+    out = {}
+    for key in flat_keys(config):
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def unknown_key(key: str) -> ConfigError:
+    """The error for a key base_config() does not have, naming the closest valid ones."""
+    keys = flat_keys(base_config())
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     if not close:  # fall back on the fields of the same section
         section = key.rpartition(".")[0]
@@ -163,123 +189,216 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _coerce(key: str, old, text: str):
-    """Parses `text` to the type of the field's current value `old`."""
-    if isinstance(old, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        if old is None:
-            return text
-        raise ConfigError(
-            f"config key {key!r} needs a {type(old).__name__} like {old!r}, got {text!r}"
-        ) from None
-    if old is None:
-        return value
-    if isinstance(old, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(old, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(old, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(old, tuple | list):
-        ok = isinstance(value, tuple | list)
-        value = type(old)(value) if ok else value
-    else:
-        ok = isinstance(value, type(old))
-    if not ok:
-        raise ConfigError(
-            f"config key {key!r} needs a {type(old).__name__} like {old!r}, got {text!r}"
-        )
-    return value
+def _type_name(value) -> str:
+    return type(value).__name__
 
 
-def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-    """Sets config[key] (dotted) from command-line text, checking the key and the type."""
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-            raise _unknown_key(config, key)
-        node = node[part]
-    if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
-        raise _unknown_key(config, key)
-    with node.unlocked():
-        node[leaf] = _coerce(key, node[leaf], text)
+def check_types(config: ml_collections.ConfigDict) -> None:
+    """Every field has base_config()'s type (ints accepted for floats), and the sized
+    tuples (image sizes, crops, mean/std, scales) have the right length and element type."""
+    defaults = flat_items(base_config())
+    for key, value in flat_items(config).items():
+        if key not in defaults:
+            raise unknown_key(key)
+        default = defaults[key]
+        ok = isinstance(value, type(default))
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float)
+        if not ok:
+            raise ConfigError(
+                f"config key {key!r} needs a {_type_name(default)} like {default!r}, got {value!r}"
+            )
+        if key in _TUPLE_FIELDS:
+            kind, lengths = _TUPLE_FIELDS[key]
+            kinds = (int, float) if kind is float else (int,)
+            good = all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
+            if not good or (lengths and len(value) not in lengths):
+                size = " or ".join(map(str, lengths or ())) or "any number of"
+                raise ConfigError(
+                    f"config key {key!r} needs {size} {kind.__name__}s like {default!r}"
+                    f"{' or ()' if lengths and 0 in lengths else ''}, got {value!r}"
+                )
 
 
-@dataclasses.dataclass
-class Args:
-    config: ml_collections.ConfigDict
-    config_spec: str
-    workdir: str
-    extra: list[str]
-
-
-def parse_args(argv: Sequence[str], *, need_workdir: bool = False) -> Args:
-    """Parses `--config PATH[:ARG]`, `--config.a.b=V` overrides and `--workdir DIR`.
-
-    Other `--name=value` arguments are returned in `extra` for the entry point.
-    The default workdir is runs/<config file stem>[_<arg>].
-    """
-    spec, workdir, overrides, extra = None, None, [], []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name, eq, value = arg.partition("=")
-        if name in ("--config", "--workdir") and not eq:
-            if i + 1 >= len(args):
-                raise ConfigError(f"{name} needs a value")
-            value, i = args[i + 1], i + 1
-        if name == "--config":
-            spec = value
-        elif name == "--workdir":
-            workdir = value
-        elif name.startswith("--config."):
-            if not eq:
-                if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                    raise ConfigError(f"{name} needs a value: {name}=VALUE")
-                value, i = args[i + 1], i + 1
-            overrides.append((name[len("--config.") :], value))
-        else:
-            extra.append(arg)
-        i += 1
-    if spec is None:
-        raise ConfigError(
-            "--config PATH[:ARG] is required, e.g. --config experiments/unet.py:quick"
-        )
-    config = load_config_file(spec)
-    for key, value in overrides:
-        apply_override(config, key, value)
-    config.lock()
-    if workdir is None:
-        if need_workdir:
-            raise ConfigError("--workdir DIR is required")
-        path, _, arg = spec.partition(":")
-        stem = os.path.splitext(os.path.basename(path))[0]
-        workdir = os.path.join("runs", f"{stem}_{arg}" if arg else stem)
-    return Args(config=config, config_spec=spec, workdir=workdir, extra=extra)
-
-
-def augment_options(data: ml_collections.ConfigDict) -> dict:
-    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator."""
-    return {
-        "crop_size": tuple(data.image_size),
-        "scale_range": tuple(data.scale_range),
-        "cat_max_ratio": data.cat_max_ratio,
-        "hflip": data.hflip,
-        "vflip": data.vflip,
-        "rot90": data.rot90,
-        "photometric": data.photometric,
-        "blur_prob": data.blur_prob,
-    }
+# ---------------------------------------------------------------------------------- JSON
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def from_json(text: str, where: str = "config.json") -> ml_collections.ConfigDict:
+    """A locked config from to_json's text: base_config() with every saved field set, JSON
+    lists back to tuples. Unknown keys or wrong types raise ConfigError naming `where`."""
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where} is not valid JSON: {e}") from None
+    config = base_config()
+
+    def fill(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+        for name, value in values.items():
+            key = prefix + name
+            if name not in node:
+                raise ConfigError(f"{where}: {unknown_key(key)}")
+            if isinstance(node[name], ml_collections.ConfigDict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: {key} must be a section, got {value!r}")
+                fill(node[name], value, key + ".")
+            else:
+                with node.ignore_type():
+                    node[name] = _tuples(value)
+
+    fill(config, saved, "")
+    try:
+        check_types(config)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    config.lock()
+    return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """Sets {dotted key: value} in config (already parsed and typed by the flag layer)."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
+
+# ------------------------------------------------------------------------ command lines
+
+
+def define_config_file(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    """--config FILE[:ARG] (an experiment) with --config.a.b=VALUE overrides, into fv."""
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "experiment file FILE[:ARG] whose get_config(ARG) returns the config; override any "
+        "field of jaxseg.configs.base_config() with --config.a.b=VALUE",
+        flag_values=fv,
+        lock_config=True,
+        sys_argv=["jaxseg", *argv],
+    )
+
+
+def define_config_overrides(fv: flags.FlagValues, argv: Sequence[str], what: str) -> None:
+    """--config.a.b=VALUE overrides (typed against base_config()) without a config file:
+    entries that read a run's saved config apply them on top with `overrides(fv)`."""
+    config_flags.DEFINE_config_dict(
+        "config",
+        base_config(),
+        f"--config.a.b=VALUE overrides {what} on top of the run's saved config.json",
+        flag_values=fv,
+        lock_config=True,
+        sys_argv=["jaxseg", *argv],
+    )
+
+
+def overrides(fv: flags.FlagValues, allowed: tuple[str, ...] = ()) -> dict:
+    """The --config.* overrides given on the command line, {dotted key: value}; keys outside
+    the `allowed` sections ("eval", "data") raise ConfigError."""
+    values = dict(config_flags.get_override_values(fv["config"]))
+    refused = [k for k in values if allowed and k.split(".")[0] not in allowed]
+    if refused:
+        raise ConfigError(
+            f"--config.{refused[0]} cannot change here: a trained run's "
+            f"{refused[0].split('.')[0]} section is fixed; only "
+            f"{', '.join(s + '.*' for s in allowed)} may be overridden"
+        )
+    return values
+
+
+def _message(error: BaseException, argv: Sequence[str]) -> str:
+    """One line for the user from whatever the flag layer raised."""
+    if isinstance(error, AttributeError | KeyError):  # an override names no field
+        for arg in argv:
+            name = arg.split("=", 1)[0].lstrip("-")
+            if name.startswith("config."):
+                key = name[len("config.") :]
+                if key not in flat_keys(base_config()):
+                    return str(unknown_key(key))
+    text = str(error).strip()
+    if "Traceback" in text:  # config_flags wraps a get_config error in its traceback
+        text = text.splitlines()[-1]
+    return " ".join(text.split())
+
+
+def parse_flags(fv: flags.FlagValues, argv: Sequence[str], *, prog: str, doc: str) -> list[str]:
+    """Parses argv (without the program name) into fv and returns the positional arguments.
+
+    `--help` (or -h, --helpfull) prints doc and every flag of fv, then exits 0. Any mistake
+    (unknown flag or config key, wrong type, missing config file, config file error) prints
+    one line `prog: error: ...` on stderr and exits 2. The config, when fv has one, is
+    type-checked against base_config().
+    """
+    if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv):
+        print(doc.strip() + "\n\nflags:\n" + fv.get_help())
+        sys.exit(0)
+    try:
+        return parse(fv, argv)
+    except ConfigError as e:
+        fail(prog, str(e))
+
+
+def parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
+    """parse_flags without the exits: raises ConfigError with the one-line message."""
+    argv = list(argv)
+    try:
+        for i, arg in enumerate(argv):  # config_flags reports a missing file only on access
+            if (arg == "--config" and i + 1 < len(argv)) or arg.startswith("--config="):
+                spec = argv[i + 1] if arg == "--config" else arg.split("=", 1)[1]
+                path = spec.split(":", 1)[0]
+                if not os.path.isfile(path):
+                    raise ConfigError(f"config file {path!r} not found")
+        rest = fv(["jaxseg", *argv])[1:]
+        if "config" in fv:
+            config = fv["config"].value
+            if config is None:
+                raise ConfigError(
+                    "--config FILE[:ARG] is required, e.g. --config experiments/unet.py:quick"
+                )
+            if not isinstance(config, ml_collections.ConfigDict):
+                raise ConfigError(
+                    f"--config: get_config() returned {type(config).__name__}, not ConfigDict"
+                )
+            check_types(config)
+    except (flags.Error, ConfigError, AttributeError, KeyError, OSError, ValueError) as e:
+        raise ConfigError(_message(e, argv)) from None
+    return rest
+
+
+def load_experiment(spec: str, *overrides: str) -> ml_collections.ConfigDict:
+    """The locked config of experiment `spec` (FILE[:ARG]) with `--config.a.b=V` overrides,
+    as the command line would build it (for notebooks and tests); raises ConfigError."""
+    argv = ["--config", spec, *overrides]
+    fv = flags.FlagValues()
+    define_config_file(fv, argv)
+    rest = parse(fv, argv)
+    if rest:
+        raise ConfigError(f"not overrides: {' '.join(rest)}")
+    return fv.config
+
+
+def fail(prog: str, message: str) -> None:
+    """The user's mistake: one line on stderr, exit status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def default_workdir(fv: flags.FlagValues) -> str:
+    """runs/<experiment stem>[_<arg>] for --config path/stem.py[:arg]."""
+    path, _, arg = config_flags.get_config_filename(fv["config"]).partition(":")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", f"{stem}_{arg}" if arg else stem)
 
 
 def compute_dtype(name: str) -> str:
@@ -298,9 +417,9 @@ def cpu_quick(c: ml_collections.ConfigDict, *, steps: int, size: int = 64, batch
     `steps` AdamW steps on size x size `shapes` crops, two evaluations on 100 images."""
     c.total_steps = steps
     c.batch_size = batch
-    c.eval_batch_size = 20
+    c.eval.batch_size = 20
     c.data.image_size = (size, size)
-    c.data.eval_size = (size, size)
+    c.eval.size = (size, size)
     c.data.num_val = 100
     c.data.scale_range = (1.0, 1.0)
     c.optim.name = "adamw"
@@ -320,7 +439,7 @@ def sgd_512(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     images rescaled by 0.5-2.0, SGD lr 0.01 (momentum and weight decay as base_config)
     with poly decay over 40k steps, bfloat16 on accelerators."""
     c.data.image_size = (512, 512)
-    c.data.eval_size = (512, 512)
+    c.eval.size = (512, 512)
     c.data.scale_range = (0.5, 2.0)
     c.total_steps = 40_000
     c.eval_every = 4000

@@ -99,7 +99,8 @@ def scores(
     """Scores from a summed confusion matrix i64[K,K] (rows truth, columns prediction).
 
     Returns a dict with scalars pixel_acc, mean_acc, miou, fwiou, mdice and per-class
-    f64[K] arrays iou, dice, acc (recall), precision, present (bool: in truth or prediction).
+    f64[K] arrays iou, dice, acc (recall), precision, present (bool: in truth or prediction),
+    and the confusion matrix itself (i64[K,K]).
     With boundary (i64[2,K] from boundary_counts): boundary_iou f64[K] and mboundary_iou.
     With calibration (f64[K,bins,3] from calibration_counts): ece f64[K] (over the pixels
     predicted as each class) and ece_all (over all pixels).
@@ -128,6 +129,7 @@ def scores(
         "acc": acc,
         "precision": precision,
         "present": present,
+        "confusion": np.asarray(confusion, np.int64),
     }
     if boundary is not None:
         inter, union = np.asarray(boundary, np.float64)
@@ -180,3 +182,40 @@ def format_table(result: dict, class_names: tuple[str, ...]) -> str:
 
 def _pct(v: float) -> str:
     return f"{'n/a':>7}" if np.isnan(v) else f"{100 * v:7.2f}"
+
+
+MEANS = ("miou", "pixel_acc", "mean_acc", "fwiou", "mdice", "mboundary_iou", "ece_all")
+PER_CLASS = ("iou", "dice", "precision", "acc", "boundary_iou", "ece")
+
+
+def flat_scores(result: dict, class_names: tuple[str, ...], prefix: str = "val") -> dict:
+    """metrics.jsonl names: <prefix>/miou, <prefix>/pixel_acc, ..., <prefix>/iou/<class>,
+    <prefix>/recall/<class> (acc is recall), <prefix>/ece/<class>; NaN where undefined."""
+    flat = {f"{prefix}/{k}": result[k] for k in MEANS if k in result}
+    for k, name in enumerate(class_names):
+        for metric in PER_CLASS:
+            if metric in result:
+                label = "recall" if metric == "acc" else metric
+                flat[f"{prefix}/{label}/{name}"] = result[metric][k]
+    return flat
+
+
+def _json_number(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def json_scores(result: dict, class_names: tuple[str, ...]) -> dict:
+    """Every score of `result` for a JSON file: the means, and per class name its iou, dice,
+    precision, recall, boundary_iou, ece and whether it is present (null: undefined)."""
+    out = {k: _json_number(result[k]) for k in MEANS if k in result}
+    out["per_class"] = {
+        name: {
+            ("recall" if m == "acc" else m): _json_number(result[m][k])
+            for m in PER_CLASS
+            if m in result
+        }
+        | {"present": bool(result["present"][k])}
+        for k, name in enumerate(class_names)
+    }
+    return out

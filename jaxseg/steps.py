@@ -7,14 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxseg import losses, metrics
+from jaxseg import inference, losses, metrics
+from jaxseg.inference import normalize
 from jaxseg.state import TrainState
-
-
-def normalize(images: jax.Array, mean, std) -> jax.Array:
-    """uint8 or float [B,H,W,C] in [0, 255] -> f32 (x / 255 - mean) / std. Done once, here."""
-    x = images.astype(jnp.float32) / 255.0
-    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 def train_step(
@@ -95,7 +90,7 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState,
+    variables: dict,
     batch: dict,
     totals: dict,
     *,
@@ -105,18 +100,29 @@ def eval_step(
     std,
     ignore_index: int = 255,
     boundary_tolerance: int = 3,
+    settings: inference.Settings | None = None,
+    window_sharding=None,
 ) -> dict:
     """Adds this batch's counts to `totals` (see jaxseg.metrics and empty_totals).
 
-    batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W], "valid": bool[B]}; padded examples
-    (valid False) and ignored pixels are not counted.
+    variables: {"params", "batch_stats"}. batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W],
+    "valid": bool[B], "size": i32[B,2]}; padded examples (valid False), ignored pixels and
+    the padding beyond each example's size are not counted. Predictions come from
+    jaxseg.inference.scores with `settings` (whole, slide, TTA).
     """
-    images = normalize(batch["image"], mean, std)
-    logits, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+    settings = inference.Settings() if settings is None else settings
+    scores = inference.scores(
+        variables,
+        batch["image"],
+        batch.get("size"),
+        model=model,
+        mean=mean,
+        std=std,
+        settings=settings,
+        window_sharding=window_sharding if settings.mode == "slide" else None,
     )
     labels = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
-    preds = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    preds = inference.labels(scores)
     counts = {
         "confusion": metrics.confusion_matrix(
             labels, preds, num_classes, ignore_index=ignore_index
@@ -125,7 +131,7 @@ def eval_step(
             labels, preds, num_classes, ignore_index=ignore_index, tolerance=boundary_tolerance
         ),
         "calibration": metrics.calibration_counts(
-            logits, labels, ignore_index=ignore_index, num_bins=totals["calibration"].shape[1]
+            scores, labels, ignore_index=ignore_index, num_bins=totals["calibration"].shape[1]
         ),
     }
     return jax.tree.map(jnp.add, totals, counts)

@@ -5,8 +5,8 @@
 
 Running the same command in the same workdir resumes from the newest checkpoint,
 with the same data stream, and ends with the same parameters as a run never
-interrupted. The workdir holds config.json, metrics.jsonl, TensorBoard events and
-checkpoints/.
+interrupted. The workdir holds config.json, dataset.json (class names, palette), metrics.jsonl,
+TensorBoard events and checkpoints/: jaxseg.evaluate, predict and export read it back.
 """
 
 from __future__ import annotations
@@ -19,125 +19,13 @@ import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from jaxseg import checkpoint, configs, losses, metrics, sharding, steps, writer
-from jaxseg.class_weights import class_weights as compute_class_weights
-from jaxseg.data import make_source
-from jaxseg.data.pipeline import eval_batches, train_iterator
-from jaxseg.models import build_model
+from jaxseg import checkpoint, configs, metrics, recipe, sharding, writer
+from jaxseg import workdir as run_files
 from jaxseg.models.pretrained import load_pretrained
-from jaxseg.optim import make_optimizer, make_schedule
 from jaxseg.state import count_params, create_train_state
-
-
-def evaluate(
-    eval_fn,
-    state,
-    source,
-    *,
-    batch_size: int,
-    pad_to: tuple[int, int],
-    ignore_index: int,
-    mesh,
-    num_classes: int,
-    calibration_bins: int = 15,
-    shorter_side: int = 0,
-    invalid_to_ignore: bool = False,
-) -> dict:
-    """Scores over the whole split from counts summed on device (jaxseg.metrics)."""
-    totals = jax.device_put(
-        steps.empty_totals(num_classes, calibration_bins), sharding.replicated(mesh)
-    )
-    batches = eval_batches(
-        source,
-        batch_size=batch_size,
-        pad_to=pad_to,
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        shorter_side=shorter_side,
-        invalid_to_ignore=invalid_to_ignore,
-    )
-    for batch in batches:
-        totals = eval_fn(state, sharding.to_global(batch, mesh), totals)
-    totals = jax.device_get(totals)
-    return metrics.scores(
-        np.asarray(totals["confusion"], np.int64),
-        boundary=np.asarray(totals["boundary"], np.int64),
-        calibration=np.asarray(totals["calibration"], np.float64),
-    )
-
-
-def val_metrics(scores: dict, class_names: tuple[str, ...]) -> dict:
-    """Flat metrics.jsonl names: val/miou, val/pixel_acc, ..., val/iou/<class>, val/ece/<class>."""
-    means = ("miou", "pixel_acc", "mean_acc", "fwiou", "mdice", "mboundary_iou", "ece_all")
-    flat = {f"val/{k}": scores[k] for k in means if k in scores}
-    for k, name in enumerate(class_names):
-        for metric in ("iou", "dice", "precision", "acc", "boundary_iou", "ece"):
-            if metric in scores:
-                flat[f"val/{'recall' if metric == 'acc' else metric}/{name}"] = scores[metric][k]
-    return flat
-
-
-def model_and_optimizer(config, num_classes: int):
-    """(model, lr schedule, optax transformation) as config.model and config.optim say;
-    shared with jaxseg.benchmark so both time and train the same thing."""
-    model = build_model(
-        config.model.name,
-        num_classes,
-        dtype=configs.compute_dtype(config.dtype),
-        **{k: v for k, v in config.model.items() if k != "name"},
-    )
-    o = config.optim
-    schedule = make_schedule(
-        o.schedule,
-        o.lr,
-        config.total_steps,
-        warmup_steps=o.warmup_steps,
-        poly_power=o.poly_power,
-        end_lr=o.end_lr,
-    )
-    tx = make_optimizer(
-        o.name,
-        schedule,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        b1=o.b1,
-        b2=o.b2,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-    )
-    return model, schedule, tx
-
-
-def jitted_train_step(config, model, tx, schedule, class_weights, mesh):
-    """steps.train_step bound to config.data and config.loss, jitted once: replicated
-    state (donated) and rng, the batch split over the mesh's data axis."""
-    data = config.data
-    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
-    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
-    if unknown:
-        raise ValueError(f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}")
-    replicated = sharding.replicated(mesh)
-    return jax.jit(
-        functools.partial(
-            steps.train_step,
-            model=model,
-            tx=tx,
-            schedule=schedule,
-            mean=data.mean,
-            std=data.std,
-            loss_terms=loss_terms,
-            aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
-            ignore_index=data.ignore_index,
-            class_weights=class_weights,
-            label_smoothing=config.loss.label_smoothing,
-        ),
-        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
@@ -148,41 +36,26 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     stop_after: return after this many steps of this invocation, with a checkpoint, as a
     preempted job would (used to test resume).
     """
-    # ---- Set-up: workdir, resolved config, mesh -------------------------------------
+    # ---- Set-up: options, mesh, data ----------------------------------------------------
+    recipe.check_options(config)
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(configs.to_json(config))
     mesh = sharding.make_mesh()
     replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
-    local_eval_batch = sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-
-    # ---- Data ------------------------------------------------------------------------
+    sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
     data = config.data
-    data_options = {k: v for k, v in data.items() if k != "name"} | {"seed": config.seed}
-    train_source = make_source(data.name, "train", **data_options)
-    val_source = make_source(data.name, "val", **data_options)
+    train_source = recipe.make_source(config, "train")
+    val_source = recipe.make_source(config, "val")
     class_names = tuple(train_source.class_names)
     num_classes = len(class_names)
-    train_iter = train_iterator(
-        train_source,
-        batch_size=local_batch,
-        seed=config.seed,
-        num_classes=num_classes,
-        ignore_index=data.ignore_index,
-        **configs.augment_options(data),
-        distance_maps=any(name == "boundary" for name, _ in config.loss.terms),
-        invalid_to_ignore=data.invalid_to_ignore,
-        num_workers=data.num_workers,
-        read_threads=data.read_threads,
-        prefetch=data.prefetch,
-    )
+    train_iter = recipe.train_iterator(config, train_source, local_batch)
+    # The workdir alone rebuilds the model and labels its output (jaxseg.workdir).
+    if is_main:
+        run_files.write(workdir, config, class_names)
 
     # ---- Model and optimizer -------------------------------------------------------------
-    model, schedule, tx = model_and_optimizer(config, num_classes)
+    model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
 
     # ---- State: initialise replicated, then resume, or load weights only ---------------
     root_rng = jax.random.key(config.seed)
@@ -215,56 +88,26 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         )
 
     # ---- Steps: jitted once, explicit shardings, the train state donated --------------
-    class_weights = jnp.asarray(config.loss.class_weights) if config.loss.class_weights else None
-    if config.loss.class_weight_method:
-        if class_weights is not None:
-            raise ValueError("set loss.class_weights or loss.class_weight_method, not both")
-        class_weights = jnp.asarray(
-            compute_class_weights(
-                train_source,
-                num_classes,
-                config.loss.class_weight_method,
-                workdir=workdir,
-                ignore_index=data.ignore_index,
-                progress=is_main,
-            )
-        )
-        if is_main:
-            print(
-                f"class weights ({config.loss.class_weight_method}): {np.round(class_weights, 3)}"
-            )
-    if class_weights is not None and class_weights.shape != (num_classes,):
-        raise ValueError(
-            f"loss.class_weights has {class_weights.shape[0]} values for {num_classes} classes"
-        )
-    train_fn = jitted_train_step(config, model, tx, schedule, class_weights, mesh)
+    class_weights = recipe.class_weights(config, train_source, workdir=workdir, progress=is_main)
+    if class_weights is not None and config.loss.class_weight_method and is_main:
+        print(f"class weights ({config.loss.class_weight_method}): {np.round(class_weights, 3)}")
+    train_fn = jax.jit(
+        recipe.train_step(config, model, tx, schedule, class_weights),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    # Evaluation is jaxseg.inference with config.eval (whole, slide, TTA), as in evaluate.
     eval_fn = jax.jit(
-        functools.partial(
-            steps.eval_step,
-            model=model,
-            num_classes=num_classes,
-            mean=data.mean,
-            std=data.std,
-            ignore_index=data.ignore_index,
-            boundary_tolerance=config.boundary_tolerance,
-        ),
+        recipe.eval_step(config, model, num_classes, mesh),
         in_shardings=(replicated, batch_sharding, replicated),
         out_shardings=replicated,
         donate_argnums=2,
     )
-    run_eval = functools.partial(
-        evaluate,
-        eval_fn,
-        source=val_source,
-        batch_size=local_eval_batch,
-        pad_to=tuple(data.eval_size),
-        ignore_index=data.ignore_index,
-        mesh=mesh,
-        num_classes=num_classes,
-        calibration_bins=config.calibration_bins,
-        shorter_side=data.eval_shorter_side,
-        invalid_to_ignore=data.invalid_to_ignore,
-    )
+
+    def run_eval(state):
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        return recipe.evaluate(eval_fn, variables, config, val_source, mesh)
 
     # ---- Loop ------------------------------------------------------------------------
     # SIGTERM (preemption, scancel, Ctrl-C'd launchers): checkpoint, then exit cleanly.
@@ -311,7 +154,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         scores = None
         if (config.eval_every and step % config.eval_every == 0) or last:
             scores = run_eval(state)
-            log.write(step, val_metrics(scores, class_names))
+            log.write(step, metrics.flat_scores(scores, class_names))
             bar.write(
                 f"step {step}: val mIoU {scores['miou']:.4f}  pixel acc {scores['pixel_acc']:.4f}"
             )
@@ -346,21 +189,31 @@ def is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = configs.parse_args(argv)
-        if args.extra:
-            raise configs.ConfigError(f"unknown argument(s) {' '.join(args.extra)}")
-    except configs.ConfigError as e:
-        print(f"jaxseg.train: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    from absl import flags
+def _flags(argv) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    configs.define_config_file(fv, argv)
+    flags.DEFINE_string(
+        "workdir", None, "run directory (default runs/<experiment>[_<arg>])", flag_values=fv
+    )
+    return fv
 
+
+def main(argv=None) -> None:
+    """The command line: argv without the program name (default sys.argv[1:])."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fv = _flags(argv)
+    rest = configs.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
+    if rest:
+        configs.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
+    config = fv.config
+    try:
+        recipe.check_options(config)
+    except configs.ConfigError as e:
+        configs.fail("jaxseg.train", str(e))
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     if os.environ.get("JAXSEG_MULTIHOST") == "1":  # set by launch.sh
         jax.distributed.initialize()
-    train_and_evaluate(args.config, args.workdir)
+    train_and_evaluate(config, fv.workdir or configs.default_workdir(fv))
 
 
 if __name__ == "__main__":

@@ -31,3 +31,26 @@ def _free_compiled_programs():
 
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def membrane_run(tmp_path_factory):
+    """A narrow U-Net trained 6 steps on the real membrane images: a workdir with
+    config.json, dataset.json, metrics.jsonl and checkpoints at steps 3 and 6, each
+    evaluated (so "best" is defined). Returns (workdir, train_and_evaluate's result)."""
+    from jaxseg import configs
+    from jaxseg.train import train_and_evaluate
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path_factory.mktemp("membrane_run")
+    config = configs.load_experiment(
+        os.path.join(root, "experiments", "unet_membrane.py") + ":quick",
+        "--config.model.base_width=4",
+        "--config.data.image_size=(64, 64)",
+        "--config.total_steps=6",
+        "--config.log_every=3",
+        "--config.eval_every=3",
+        "--config.checkpoint_every=3",
+        "--config.optim.warmup_steps=1",
+    )
+    return str(workdir), train_and_evaluate(config, str(workdir))

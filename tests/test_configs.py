@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import subprocess
@@ -9,36 +10,28 @@ from jaxseg import configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(ROOT, "experiments", "unet.py")
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 
 
 def test_loads_experiment_with_arg_and_overrides():
-    args = configs.parse_args(
-        [
-            "--config",
-            f"{UNET}:quick",
-            "--config.optim.lr=0.02",
-            "--config.data.image_size=(32, 48)",
-            "--config.optim.nesterov",
-            "True",
-            "--workdir=/tmp/w",
-        ]
+    c = configs.load_experiment(
+        f"{UNET}:quick",
+        "--config.optim.lr=0.02",
+        "--config.data.image_size=(32, 48)",
+        "--config.optim.nesterov",
+        "--config.eval.scales",
+        "(0.5, 1.0)",
     )
-    c = args.config
     assert c.optim.lr == 0.02
     assert c.data.image_size == (32, 48)
     assert c.optim.nesterov is True
+    assert c.eval.scales == (0.5, 1.0)
     assert c.model.base_width == 16  # from :quick
-    assert args.workdir == "/tmp/w"
 
 
-def test_default_workdir_and_int_to_float():
-    args = configs.parse_args([f"--config={UNET}:quick", "--config.optim.lr=1"])
-    assert args.workdir == os.path.join("runs", "unet_quick")
-    assert args.config.optim.lr == 1.0 and isinstance(args.config.optim.lr, float)
-
-
-def test_config_is_locked():
-    c = configs.parse_args(["--config", UNET]).config
+def test_int_to_float_and_locked():
+    c = configs.load_experiment(f"{UNET}:quick", "--config.optim.lr=1")
+    assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
     with pytest.raises(AttributeError):
         c.optim.new_field = 1
 
@@ -50,43 +43,46 @@ def test_experiments_cannot_add_fields():
 
 def test_unknown_key_names_closest():
     with pytest.raises(configs.ConfigError, match=r"unknown config key 'optim.lrr'.*optim\.lr"):
-        configs.parse_args(["--config", UNET, "--config.optim.lrr=0.1"])
+        configs.load_experiment(UNET, "--config.optim.lrr=0.1")
     with pytest.raises(configs.ConfigError, match=r"unknown config key 'modl.depth'.*model\.depth"):
-        configs.parse_args(["--config", UNET, "--config.modl.depth=3"])
+        configs.load_experiment(UNET, "--config.modl.depth=3")
 
 
 @pytest.mark.parametrize(
-    "override",
+    "override, key",
     [
-        "--config.total_steps=abc",
-        "--config.total_steps=2.5",
-        "--config.optim.nesterov=1",
-        "--config.data.image_size=64",
+        ("--config.total_steps=abc", "total_steps"),
+        ("--config.total_steps=2.5", "total_steps"),
+        ("--config.optim.nesterov=maybe", "optim.nesterov"),
+        ("--config.data.image_size=64", "data.image_size"),
+        ("--config.data.image_size=(32, 48.5)", "data.image_size"),
+        ("--config.eval.crop_size=(32,)", "eval.crop_size"),
+        ("--config.data.mean=(0.5, 0.5)", "data.mean"),
     ],
 )
-def test_wrong_type_names_key(override):
-    key = override.split("=")[0][len("--config.") :]
-    with pytest.raises(configs.ConfigError, match=f"config key '{key}' needs a"):
-        configs.parse_args(["--config", UNET, override])
+def test_wrong_type_names_key(override, key):
+    with pytest.raises(configs.ConfigError, match=key.replace(".", r"\.")):
+        configs.load_experiment(UNET, override)
 
 
 def test_missing_file_and_bad_arg():
     with pytest.raises(configs.ConfigError, match="nope.py"):
-        configs.parse_args(["--config", "nope.py"])
-    with pytest.raises(ValueError, match="unknown arg 'fast'"):
-        configs.parse_args(["--config", f"{UNET}:fast"])
+        configs.load_experiment("nope.py")
+    with pytest.raises(configs.ConfigError, match="unknown arg 'fast'"):
+        configs.load_experiment(f"{UNET}:fast")
 
 
-def test_cli_mistyped_key_is_one_line_and_nonzero():
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--config.optim.lrr=0.1"], ["optim.lrr", "optim.lr"]),
+        (["--config.total_steps=abc"], ["total_steps"]),
+        (["--no_such_flag=1"], ["no_such_flag"]),
+    ],
+)
+def test_cli_mistake_is_one_line_and_exit_2(args, says):
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxseg.train",
-            "--config",
-            f"{UNET}:quick",
-            "--config.optim.lrr=0.1",
-        ],
+        [sys.executable, "-m", "jaxseg.train", "--config", f"{UNET}:quick", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -95,10 +91,38 @@ def test_cli_mistyped_key_is_one_line_and_nonzero():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert "optim.lrr" in lines[0] and "optim.lr" in lines[0]
+    assert lines[0].startswith("jaxseg.train: error:")
+    assert all(s in lines[0] for s in says), lines[0]
+
+
+@pytest.mark.parametrize("entry", ["train", "benchmark", "evaluate", "predict", "export"])
+def test_help_lists_the_flags_of_each_entry(entry):
+    out = subprocess.run(
+        [sys.executable, "-m", f"jaxseg.{entry}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--workdir" in out.stdout and "--config" in out.stdout
     assert "Traceback" not in out.stderr
 
 
-def test_to_json_roundtrip():
-    c = configs.parse_args(["--config", UNET]).config
-    assert json.loads(configs.to_json(c))["optim"]["lr"] == c.optim.lr
+def test_json_round_trip_restores_tuples_for_every_experiment():
+    for path in EXPERIMENTS:
+        c = configs.load_experiment(path)
+        back = configs.from_json(configs.to_json(c))
+        assert back.to_dict() == c.to_dict(), path  # tuples stay tuples (lists would differ)
+        assert isinstance(back.loss.terms[0], tuple) and isinstance(back.data.mean, tuple)
+
+
+def test_from_json_names_unknown_keys_and_wrong_types():
+    text = json.loads(configs.to_json(configs.base_config()))
+    text["optim"]["lrr"] = 0.1
+    with pytest.raises(configs.ConfigError, match=r"run/config.json.*optim\.lrr"):
+        configs.from_json(json.dumps(text), "run/config.json")
+    text = json.loads(configs.to_json(configs.base_config()))
+    text["total_steps"] = "many"
+    with pytest.raises(configs.ConfigError, match="total_steps"):
+        configs.from_json(json.dumps(text))

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, steps
+from jaxseg import configs, recipe, steps
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import count_params, create_train_state
 
@@ -113,13 +113,9 @@ def test_torchvision_parameter_counts(key, expected):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
 def test_every_experiment_builds_its_model_full_and_quick(path):
     for arg in ("", ":quick"):
-        config = configs.parse_args(["--config", path + arg]).config
-        model = build_model(
-            config.model.name,
-            5,
-            dtype=configs.compute_dtype(config.dtype),
-            **{k: v for k, v in config.model.items() if k != "name"},
-        )
+        config = configs.load_experiment(path + arg)
+        recipe.check_options(config)  # every option the experiment sets acts
+        model = recipe.build_model(config, 5)
         x = jnp.zeros((1, 40, 48, 3))
         variables = jax.eval_shape(lambda m=model, x=x: m.init(jax.random.key(0), x))
         logits, _ = jax.eval_shape(lambda v, m=model, x=x: m.apply(v, x), variables)
@@ -127,5 +123,5 @@ def test_every_experiment_builds_its_model_full_and_quick(path):
 
 
 def test_every_model_has_an_experiment():
-    names = {configs.parse_args(["--config", p]).config.model.name for p in EXPERIMENTS}
+    names = {configs.load_experiment(p).model.name for p in EXPERIMENTS}
     assert set(MODELS) <= names, sorted(set(MODELS) - names)

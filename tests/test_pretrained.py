@@ -101,19 +101,16 @@ def test_a_file_for_another_model_is_rejected_by_name(tmp_path):
 def test_training_starts_from_pretrained_weights(tmp_path, capsys):
     kernel = np.random.default_rng(1).normal(size=(5, 3, 1, 1)).astype(np.float32)
     np.savez(tmp_path / "w.npz", **{"Conv.0.weight": kernel, "Conv.0.bias": np.ones(5)})
-    config = configs.parse_args(
-        [
-            "--config",
-            os.path.join(ROOT, "experiments", "unet.py") + ":quick",
-            "--config.model.name=linear",
-            "--config.total_steps=1",
-            "--config.optim.lr=0.0",
-            "--config.data.image_size=(16, 16)",
-            "--config.data.num_val=8",
-            "--config.batch_size=8",
-            f"--config.model.pretrained={tmp_path / 'w.npz'}",
-        ]
-    ).config
+    config = configs.load_experiment(
+        os.path.join(ROOT, "experiments", "linear.py") + ":quick",
+        "--config.total_steps=1",
+        "--config.optim.lr=0.0",
+        "--config.data.image_size=(16, 16)",
+        "--config.data.num_val=8",
+        "--config.batch_size=8",
+        "--config.eval.batch_size=8",
+        f"--config.model.pretrained={tmp_path / 'w.npz'}",
+    )
     state = train_and_evaluate(config, str(tmp_path / "run"))["state"]
     conv = state.params["Conv_0"]
     np.testing.assert_allclose(conv["kernel"], kernel.transpose(2, 3, 1, 0))

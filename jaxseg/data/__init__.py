@@ -2,17 +2,20 @@
 
 A source is grain-compatible (len and getitem), yields
 {"image": u8[H,W,C], "mask": u8 or i32[H,W]} and has a `class_names` tuple. Builders take
-the data options as plain keyword arguments and use the ones they need.
+the data options they use as keyword arguments, and only those: make_source refuses an
+option the chosen dataset does not take (jaxseg.recipe names the config field).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from jaxseg.data import folder, shapes, tfds_source
 
 
-def _shapes(split: str, *, image_size, eval_size, num_train: int, num_val: int, seed: int, **_):
+def _shapes(split: str, *, image_size, eval_size, num_train: int, num_val: int, seed: int):
+    # Evaluation splits are generated at the evaluation size; val and test are disjoint.
     train = split == "train"
     return shapes.ShapesSource(
         split,
@@ -31,25 +34,30 @@ def _folder(
     palette=(),
     train_list="",
     val_list="",
+    test_list="",
     split_ratio=0.8,
     seed=0,
     ignore_index=255,
     max_pixels=89_478_485,
     skip_bad=False,
-    **_,
 ):
     if not root:
         raise ValueError("data.root is empty: set --config.data.root=DIR (images/ and masks/)")
     if not class_names:
         raise ValueError("data.class_names is empty: name the classes of the folder dataset")
-    lists = {"train": train_list, "val": val_list}
+    if split == "test":  # only from a list: the ratio split divides stems into train and val
+        if not test_list:
+            raise ValueError("the folder dataset has no test split: set data.test_list=FILE")
+        lists = {"test": test_list}
+    else:
+        lists = {"train": train_list, "val": val_list} if train_list or val_list else {}
     return folder.FolderSource(
         root,
         split,
         class_names=tuple(class_names),
         value_map=dict(value_map) or None,
         palette=tuple(tuple(c) for c in palette) or None,
-        split_files=lists if train_list or val_list else None,
+        split_files=lists or None,
         split_ratio=split_ratio,
         seed=seed,
         ignore_index=ignore_index,
@@ -76,8 +84,9 @@ def _membrane(
     ignore_index: int = 255,
     max_pixels: int = 89_478_485,
     skip_bad: bool = False,
-    **_,
 ):
+    if split == "test":
+        raise ValueError("the membrane dataset has no test split (train: 0..24, val: 25..29)")
     return folder.FolderSource(
         root or MEMBRANE_ROOT,
         split,
@@ -98,12 +107,12 @@ def _tfds(
     tfds_dir="",
     train_split="",
     val_split="",
+    test_split="",
     image_key="",
     mask_key="",
     class_names=(),
     value_map=(),
     ignore_index=255,
-    **_,
 ):
     if not tfds_name:
         raise ValueError("data.tfds_name is empty: name the TFDS dataset, e.g. oxford_iiit_pet")
@@ -111,6 +120,7 @@ def _tfds(
     fields = {
         "train_split": train_split,
         "val_split": val_split,
+        "test_split": test_split,
         "image_key": image_key,
         "mask_key": mask_key,
         "class_names": tuple(class_names),
@@ -128,9 +138,11 @@ def _tfds(
             f"data.tfds_name={tfds_name!r} has no preset; set data.{missing[0]} "
             f"(presets: {', '.join(sorted(tfds_source.PRESETS))})"
         )
+    if split == "test" and not chosen["test_split"]:
+        raise ValueError(f"data.tfds_name={tfds_name!r} has no test split: set data.test_split")
     return tfds_source.TfdsSource(
         tfds_name,
-        chosen["train_split"] if split == "train" else chosen["val_split"],
+        chosen[f"{split}_split"],
         data_dir=tfds_dir,
         image_key=chosen["image_key"],
         mask_key=chosen["mask_key"],
@@ -143,8 +155,21 @@ def _tfds(
 DATASETS = {"folder": _folder, "membrane": _membrane, "shapes": _shapes, "tfds": _tfds}
 
 
-def make_source(name: str, split: str, **options):
-    """DATASETS[name](split, **options); an unknown name lists the valid ones."""
+SPLITS = ("train", "val", "test")
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The keyword options DATASETS[name] takes."""
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](split, **options)
+    params = inspect.signature(DATASETS[name]).parameters
+    return tuple(p for p in params if p != "split")
+
+
+def make_source(name: str, split: str, **options):
+    """DATASETS[name](split, **options) with the options it takes (others are the caller's
+    to refuse: see jaxseg.recipe); an unknown name or split lists the valid ones."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    taken = options_of(name)
+    return DATASETS[name](split, **{k: v for k, v in options.items() if k in taken})

@@ -19,18 +19,17 @@ import operator
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
-_INTEGER_MASK_MODES = ("1", "L", "P", "I", *_SIXTEEN_BIT)
+from jaxseg.data import images as image_io
+
+IMAGE_EXTENSIONS = image_io.EXTENSIONS
+_INTEGER_MASK_MODES = ("1", "L", "P", "I", *image_io.SIXTEEN_BIT)
 
 log = logging.getLogger(__name__)
 
 
-class BadExampleError(ValueError):
+class BadExampleError(image_io.ImageError):
     """An image/mask pair that cannot be used; the message names the file(s)."""
 
 
@@ -122,10 +121,7 @@ class FolderSource:
         num_classes = len(self.class_names)
         fits_u8 = num_classes <= 256 and 0 <= self.ignore_index <= 255
         self._mask_dtype = np.uint8 if fits_u8 else np.int32
-        # Pillow refuses images above 2 * MAX_IMAGE_PIXELS inside Image.open, before our own
-        # check can run; raise its (process-wide) limit to ours, never lower it.
-        if Image.MAX_IMAGE_PIXELS is not None and self.max_pixels > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = self.max_pixels
+        image_io.allow_pixels(self.max_pixels)
 
         self._images_path = os.path.join(root, images_dir)
         self._masks_path = os.path.join(root, masks_dir)
@@ -244,32 +240,20 @@ class FolderSource:
     def _open(self, path: str) -> Image.Image:
         """Opens and decodes one file; every failure becomes a BadExampleError naming it."""
         try:
-            # The with-block closes the file once decoded: grain workers read many thousands.
-            with Image.open(path) as img:
-                if img.width * img.height > self.max_pixels:
-                    raise BadExampleError(
-                        f"{path} has {img.width}x{img.height} = {img.width * img.height} "
-                        f"pixels, above max_pixels={self.max_pixels}"
-                    )
-                img.load()
-            return img
-        except BadExampleError:
-            raise
-        except Image.DecompressionBombError as e:
-            raise BadExampleError(f"{path} refused as too large: {e}") from e
-        except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises on corrupt files
-            raise BadExampleError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+            return image_io.open_image(path, self.max_pixels)
+        except image_io.ImageError as e:
+            raise BadExampleError(str(e)) from e
 
     def _load(self, stem: str, image_name: str, mask_name: str) -> dict:
         image_path = os.path.join(self._images_path, image_name)
         mask_path = os.path.join(self._masks_path, mask_name)
         image = self._open(image_path)
         mask = self._open(mask_path)
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        shown = image.size[::-1] if orientation in _SWAPS_AXES else image.size
+        orientation = image_io.orientation(image)
+        shown = image_io.shown_size(image)
         if mask.size != shown:
             detail = f" (EXIF orientation {orientation} gives {shown[0]}x{shown[1]})"
-            if orientation in _SWAPS_AXES and mask.size == image.size:
+            if shown != image.size and mask.size == image.size:
                 detail += (
                     "; the mask matches the stored, unrotated pixels: remove the EXIF "
                     "orientation tag or rotate the mask"
@@ -280,8 +264,7 @@ class FolderSource:
                 + (detail if orientation != 1 else "")
             )
         # Annotation tools display (and so annotate) images as viewers do, EXIF-rotated.
-        if orientation != 1:
-            image = ImageOps.exif_transpose(image)
+        image = image_io.upright(image)
         return {
             "image": self._image_array(image, image_path),
             "mask": self._mask_array(mask, mask_path),
@@ -290,20 +273,11 @@ class FolderSource:
 
     @staticmethod
     def _image_array(img: Image.Image, path: str) -> np.ndarray:
-        """u8[H,W,3]; 16-bit grey keeps its top byte, alpha is dropped, palettes are applied."""
-        if img.mode in _SIXTEEN_BIT or img.mode == "I":
-            values = np.asarray(img).astype(np.int64)
-            if values.min() < 0 or values.max() > 65535:
-                raise BadExampleError(f"{path}: mode {img.mode} values outside 16 bits")
-            grey = (values >> 8).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=-1)
-        if img.mode == "F":
-            raise BadExampleError(f"{path}: floating-point images (mode F) are not supported")
+        """u8[H,W,3], converted as jaxseg.data.images.to_rgb8 (as predict reads images)."""
         try:
-            # RGBA -> RGB drops alpha without compositing; P and L expand to their RGB colours.
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except ValueError as e:
-            raise BadExampleError(f"{path}: cannot convert mode {img.mode} to RGB: {e}") from e
+            return image_io.to_rgb8(img, path)
+        except image_io.ImageError as e:
+            raise BadExampleError(str(e)) from e
 
     def _mask_array(self, img: Image.Image, path: str) -> np.ndarray:
         """u8/i32[H,W] class indices or ignore_index."""

@@ -168,14 +168,15 @@ def eval_batches(
     batch_size is this process's share of the global batch. Each example is resized so its
     shorter side is shorter_side (0 keeps its own size), its mask checked, and it is padded
     to pad_to (H, W) (image 0, mask ignore_index). Yields {"image": u8[b,H,W,C],
-    "mask": i32[b,H,W], "valid": bool[b]}; padding examples are zeros with valid False.
+    "mask": i32[b,H,W], "valid": bool[b], "size": i32[b,2]} (each example's own height and
+    width before padding); padding examples are zeros with valid False and size pad_to.
     Every process yields the same number of batches, so global arrays can be assembled.
     """
     count, index, processes = len(source), jax.process_index(), jax.process_count()
     mine = list(range(index, count, processes))
     num_batches = math.ceil(math.ceil(count / processes) / batch_size)
     for b in range(num_batches):
-        images, masks = [], []
+        images, masks, sizes = [], [], []
         for i in mine[b * batch_size : (b + 1) * batch_size]:
             example = source[i]
             where = example.get("name", f"example {i}")
@@ -183,12 +184,13 @@ def eval_batches(
             if shorter_side:
                 image, mask = transforms.resize_shorter_side(image, mask, shorter_side)
             mask = check_mask(mask, num_classes, ignore_index, where, invalid_to_ignore)
+            sizes.append(mask.shape)
             image, mask = pad_to_size(
                 image,
                 mask.astype(np.int32),
                 pad_to,
                 ignore_index,
-                where + " (raise data.eval_size)",
+                where + " (raise eval.size)",
             )
             images.append(image)
             masks.append(mask)
@@ -197,4 +199,10 @@ def eval_batches(
         while len(images) < batch_size:
             images.append(np.zeros((*pad_to, channels), np.uint8))
             masks.append(np.full(pad_to, ignore_index, np.int32))
-        yield {"image": np.stack(images), "mask": np.stack(masks), "valid": valid}
+            sizes.append(pad_to)
+        yield {
+            "image": np.stack(images),
+            "mask": np.stack(masks),
+            "valid": valid,
+            "size": np.asarray(sizes, np.int32).reshape(batch_size, 2),
+        }

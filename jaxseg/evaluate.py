@@ -1,0 +1,186 @@
+"""Score a trained run's checkpoint on a split: whole images, sliding windows, TTA.
+
+    python -m jaxseg.evaluate --workdir runs/mem --split val
+    python -m jaxseg.evaluate --workdir runs/mem --checkpoint best \\
+      --config.eval.mode=slide --config.eval.crop_size="(256, 256)" \\
+      --config.eval.stride="(170, 170)" --config.eval.flip=True
+
+Reads the run's config.json and dataset.json (no Python from the workdir), restores params
+and BatchNorm statistics only, onto the devices present, and evaluates with
+jaxseg.inference as training does: whole-mode evaluation of the final checkpoint equals the
+run's last logged val/miou. `--config.eval.*` and `--config.data.*` apply on top of the
+saved config (data.mean and data.std belong to the trained model and cannot change).
+
+Prints the per-class table and writes <workdir>/eval/<split>_step<N>_<mode>.json (or --out):
+every score, the confusion matrix, the checkpoint step, the inference settings, images/s and
+versions; and beside it a PNG of the row-normalised confusion matrix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+
+import jax
+from absl import flags
+
+from jaxseg import configs, metrics, recipe, sharding, visualize
+from jaxseg import workdir as run_files
+
+FIXED_DATA = ("data.mean", "data.std")  # part of the trained model
+
+
+def evaluate_run(
+    workdir: str,
+    *,
+    split: str = "val",
+    checkpoint: str = "latest",
+    overrides: dict | None = None,
+    out: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluates the run in workdir; returns the report written to `out` (see module doc)."""
+    # ---- The run: its config, labels and model; the overrides on top --------------------
+    config = run_files.read_config(workdir)
+    overrides = dict(overrides or {})
+    fixed = [k for k in overrides if k in FIXED_DATA]
+    if fixed:
+        raise configs.ConfigError(f"--config.{fixed[0]} belongs to the trained model")
+    with config.unlocked():
+        configs.apply_overrides(config, overrides)
+    configs.check_types(config)
+    recipe.check_options(config)
+    labels = run_files.read_dataset(workdir)
+    class_names = labels["class_names"]
+    mesh = sharding.make_mesh()
+    model = recipe.build_model(config, len(class_names))
+    variables, step = recipe.inference_variables(config, model, workdir, checkpoint, mesh)
+
+    # ---- The split --------------------------------------------------------------------------
+    source = recipe.make_source(config, split)
+    if tuple(source.class_names) != class_names:
+        raise configs.ConfigError(
+            f"the {split} split's classes {list(source.class_names)} are not the run's "
+            f"{list(class_names)}"
+        )
+
+    # ---- Evaluate: the training step's evaluation, jitted with explicit shardings ----------
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    eval_fn = jax.jit(
+        recipe.eval_step(config, model, len(class_names), mesh),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=replicated,
+        donate_argnums=2,
+    )
+    timing = {}
+    scores = recipe.evaluate(
+        eval_fn, variables, config, source, mesh, progress=progress, timing=timing
+    )
+
+    # ---- Report --------------------------------------------------------------------------
+    settings = recipe.inference_settings(config, mesh.devices.size)
+    report = {
+        "workdir": os.path.abspath(workdir),
+        "split": split,
+        "checkpoint_step": step,
+        "num_examples": len(source),
+        "class_names": list(class_names),
+        "scores": metrics.json_scores(scores, class_names),
+        "confusion": scores["confusion"].tolist(),
+        "inference": settings.describe()
+        | {
+            "size": list(config.eval.size),
+            "shorter_side": config.eval.shorter_side,
+            "batch_size": config.eval.batch_size,
+        },
+        "seconds": timing["seconds"],
+        "images_per_s": timing["images_per_s"],
+        "devices": f"{mesh.devices.size} x {jax.devices()[0].device_kind}",
+        "versions": versions(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    if jax.process_index() == 0:
+        out = out or os.path.join(workdir, "eval", f"{split}_step{step}_{settings.mode}.json")
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        _write_atomic(out, json.dumps(report, indent=2))
+        png = os.path.splitext(out)[0] + "_confusion.png"
+        visualize.confusion_image(report["confusion"], class_names).save(png)
+        report["files"] = [out, png]
+    return report | {"table": metrics.format_table(scores, class_names)}
+
+
+def versions() -> dict:
+    import flax
+    import jaxlib
+
+    from jaxseg import __version__
+
+    return {
+        "jaxseg": __version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _flags(argv) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    configs.define_config_overrides(fv, argv, "eval.* and data.*")
+    define = dict(flag_values=fv)
+    flags.DEFINE_string("workdir", None, "the run's directory (jaxseg.train --workdir)", **define)
+    flags.DEFINE_enum("split", "val", ["train", "val", "test"], "split to score", **define)
+    flags.DEFINE_string("checkpoint", "latest", "latest, best (by val/miou) or a step", **define)
+    flags.DEFINE_string(
+        "out", None, "report file (default <workdir>/eval/<split>_step<N>_<mode>.json)", **define
+    )
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return fv
+
+
+def main(argv=None) -> dict:
+    """The command line: argv without the program name (default sys.argv[1:])."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fv = _flags(argv)
+    prog = "jaxseg.evaluate"
+    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__)
+    if rest:
+        configs.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
+    flags.FLAGS.mark_as_parsed()
+    if os.environ.get("JAXSEG_MULTIHOST") == "1":
+        jax.distributed.initialize()
+    try:
+        report = evaluate_run(
+            fv.workdir,
+            split=fv.split,
+            checkpoint=fv.checkpoint,
+            overrides=configs.overrides(fv, allowed=("eval", "data")),
+            out=fv.out,
+        )
+    except (configs.ConfigError, FileNotFoundError) as e:
+        configs.fail(prog, str(e))
+    if jax.process_index() == 0:
+        print(
+            f"{fv.split} split, checkpoint step {report['checkpoint_step']}, "
+            f"{report['inference']['mode']} mode: {report['num_examples']} images, "
+            f"{report['images_per_s']:.1f} images/s"
+        )
+        print(report["table"])
+        print(f"wrote {' and '.join(report['files'])}")
+        print(f"command: {shlex.join(['python', '-m', prog, *argv])}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

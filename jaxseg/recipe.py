@@ -1,0 +1,344 @@
+"""The one place that turns a config into parts: sources, model, optimizer, iterators, class
+weights, inference settings and the step partials. Entry points (train, benchmark,
+evaluate, predict, export) build from here and jit the partials themselves.
+
+Options the chosen model or dataset does not take are refused here, naming the field:
+a config field set away from base_config()'s default must act.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from jaxseg import checkpoint, configs, inference, losses, metrics, sharding, steps
+from jaxseg.class_weights import class_weights as compute_class_weights
+from jaxseg.data import make_source as _make_source
+from jaxseg.data import options_of
+from jaxseg.data.pipeline import eval_batches as _eval_batches
+from jaxseg.data.pipeline import train_iterator as _train_iterator
+from jaxseg.models import MODELS
+from jaxseg.models import build_model as _build_model
+from jaxseg.optim import make_optimizer, make_schedule
+
+# data.* fields the pipeline reads whatever the dataset; the rest belong to datasets.
+PIPELINE_DATA_FIELDS = (
+    "name",
+    "image_size",
+    "scale_range",
+    "cat_max_ratio",
+    "hflip",
+    "vflip",
+    "rot90",
+    "photometric",
+    "blur_prob",
+    "invalid_to_ignore",
+    "num_workers",
+    "read_threads",
+    "prefetch",
+    "ignore_index",
+    "mean",
+    "std",
+    "max_pixels",  # also predict's limit on untrusted images
+)
+MODEL_FIELDS = ("name", "pretrained")  # every model takes these
+SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
+
+
+def _changed(section: str, config: ml_collections.ConfigDict) -> list[str]:
+    """Fields of config.<section> that differ from base_config()'s defaults."""
+    defaults = configs.base_config()[section]
+    return [k for k, v in config[section].items() if v != defaults[k]]
+
+
+def check_options(config: ml_collections.ConfigDict) -> None:
+    """Refuses, with ConfigError naming the field, a model, data or eval option that the
+    chosen model, dataset or eval mode would not use."""
+    name = config.model.name
+    if name not in MODELS:
+        raise configs.ConfigError(
+            f"model.name={name!r} is unknown; valid: {', '.join(sorted(MODELS))}"
+        )
+    takes = set(MODEL_FIELDS) | set(MODELS[name].__dataclass_fields__)
+    unused = [k for k in _changed("model", config) if k not in takes]
+    if unused:
+        valid = sorted(k for k in takes if k in config.model)
+        raise configs.ConfigError(
+            f"model.{unused[0]} is set but model {name!r} does not take it "
+            f"(it takes model.{', model.'.join(valid)})"
+        )
+    try:
+        dataset_options = set(options_of(config.data.name))
+    except KeyError as e:
+        raise configs.ConfigError(f"data.name: {e.args[0]}") from None
+    takes = set(PIPELINE_DATA_FIELDS) | dataset_options
+    unused = [k for k in _changed("data", config) if k not in takes]
+    if unused:
+        own = sorted(k for k in dataset_options if k in config.data)
+        raise configs.ConfigError(
+            f"data.{unused[0]} is set but dataset {config.data.name!r} does not take it"
+            + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
+        )
+    if config.eval.mode == "whole":
+        unused = [k for k in _changed("eval", config) if k in SLIDE_FIELDS]
+        if unused:
+            raise configs.ConfigError(
+                f"eval.{unused[0]} is set but eval.mode is 'whole'; set eval.mode=slide"
+            )
+
+
+# --------------------------------------------------------------------------------- data
+
+
+def make_source(config, split: str):
+    """The `split` ("train", "val" or "test") of config.data's dataset."""
+    data = config.data
+    options = dict(data.items()) | {"seed": config.seed, "eval_size": tuple(config.eval.size)}
+    options.pop("name")
+    try:
+        return _make_source(data.name, split, **options)
+    except (ValueError, KeyError, OSError) as e:  # paths, names, lists: the user's to fix
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise configs.ConfigError(message) from e
+
+
+def augment_options(data: ml_collections.ConfigDict) -> dict:
+    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator."""
+    return {
+        "crop_size": tuple(data.image_size),
+        "scale_range": tuple(data.scale_range),
+        "cat_max_ratio": data.cat_max_ratio,
+        "hflip": data.hflip,
+        "vflip": data.vflip,
+        "rot90": data.rot90,
+        "photometric": data.photometric,
+        "blur_prob": data.blur_prob,
+    }
+
+
+def uses_distance_maps(config) -> bool:
+    return any(name == "boundary" for name, _ in config.loss.terms)
+
+
+def train_iterator(config, source, batch_size: int, *, num_workers: int | None = None):
+    """The checkpointable training stream of this process (batch_size: its share)."""
+    data = config.data
+    return _train_iterator(
+        source,
+        batch_size=batch_size,
+        seed=config.seed,
+        num_classes=len(source.class_names),
+        ignore_index=data.ignore_index,
+        **augment_options(data),
+        distance_maps=uses_distance_maps(config),
+        invalid_to_ignore=data.invalid_to_ignore,
+        num_workers=data.num_workers if num_workers is None else num_workers,
+        read_threads=data.read_threads,
+        prefetch=data.prefetch,
+    )
+
+
+def eval_batches(config, source, batch_size: int):
+    """Padded evaluation batches of this process (batch_size: its share), with "valid"
+    and each example's "size" (see jaxseg.data.pipeline.eval_batches)."""
+    return _eval_batches(
+        source,
+        batch_size=batch_size,
+        pad_to=tuple(config.eval.size),
+        num_classes=len(source.class_names),
+        ignore_index=config.data.ignore_index,
+        shorter_side=config.eval.shorter_side,
+        invalid_to_ignore=config.data.invalid_to_ignore,
+    )
+
+
+def class_weights(config, source, *, workdir: str, progress: bool) -> jax.Array | None:
+    """loss.class_weights, or weights computed from the train split (cached in workdir)."""
+    num_classes = len(source.class_names)
+    loss = config.loss
+    if loss.class_weights and loss.class_weight_method:
+        raise configs.ConfigError("set loss.class_weights or loss.class_weight_method, not both")
+    weights = None
+    if loss.class_weights:
+        weights = np.asarray(loss.class_weights, np.float32)
+    elif loss.class_weight_method:
+        weights = compute_class_weights(
+            source,
+            num_classes,
+            loss.class_weight_method,
+            workdir=workdir,
+            ignore_index=config.data.ignore_index,
+            progress=progress,
+        )
+    if weights is not None and weights.shape != (num_classes,):
+        raise configs.ConfigError(
+            f"loss.class_weights has {weights.shape[0]} values for {num_classes} classes"
+        )
+    return None if weights is None else jnp.asarray(weights, jnp.float32)
+
+
+# ------------------------------------------------------------------------ model, optimizer
+
+
+def build_model(config, num_classes: int):
+    """config.model's network for num_classes classes in config.dtype."""
+    return _build_model(
+        config.model.name,
+        num_classes,
+        dtype=configs.compute_dtype(config.dtype),
+        **{k: v for k, v in config.model.items() if k not in MODEL_FIELDS},
+    )
+
+
+def model_and_optimizer(config, num_classes: int):
+    """(model, lr schedule, optax transformation) as config.model and config.optim say."""
+    o = config.optim
+    schedule = make_schedule(
+        o.schedule,
+        o.lr,
+        config.total_steps,
+        warmup_steps=o.warmup_steps,
+        poly_power=o.poly_power,
+        end_lr=o.end_lr,
+    )
+    tx = make_optimizer(
+        o.name,
+        schedule,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        b1=o.b1,
+        b2=o.b2,
+        weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+    )
+    return build_model(config, num_classes), schedule, tx
+
+
+# ---------------------------------------------------------------------------- step partials
+
+
+def train_step(config, model, tx, schedule, class_weights):
+    """steps.train_step bound to config.data and config.loss; jit it with the batch split
+    over the data axis and the state donated."""
+    loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
+    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
+    if unknown:
+        raise configs.ConfigError(
+            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
+        )
+    return functools.partial(
+        steps.train_step,
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        mean=config.data.mean,
+        std=config.data.std,
+        loss_terms=loss_terms,
+        aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
+        ignore_index=config.data.ignore_index,
+        class_weights=class_weights,
+        label_smoothing=config.loss.label_smoothing,
+    )
+
+
+def inference_settings(config, devices: int = 1) -> inference.Settings:
+    """config.eval as inference.Settings. Slide windows default to the training crop with a
+    stride of two thirds of it; window_batch to eval.batch_size, a multiple of `devices`."""
+    ev = config.eval
+    crop = tuple(ev.crop_size) or tuple(config.data.image_size)
+    stride = tuple(ev.stride) or tuple(max(1, round(2 * c / 3)) for c in crop)
+    window_batch = ev.window_batch or ev.batch_size
+    if config.eval.mode == "slide" and window_batch % devices:
+        raise configs.ConfigError(
+            f"eval.window_batch={window_batch} does not split over {devices} devices; "
+            f"use a multiple of {devices}"
+        )
+    try:
+        return inference.Settings(
+            mode=ev.mode,
+            crop_size=crop,
+            stride=stride,
+            scales=tuple(float(s) for s in ev.scales),
+            flip=ev.flip,
+            window_batch=window_batch,
+        )
+    except ValueError as e:
+        raise configs.ConfigError(str(e)) from None
+
+
+def eval_step(config, model, num_classes: int, mesh):
+    """steps.eval_step bound to config.eval; jit it with (replicated variables, batch split
+    over the data axis, replicated totals donated)."""
+    settings = inference_settings(config, mesh.devices.size)
+    return functools.partial(
+        steps.eval_step,
+        model=model,
+        num_classes=num_classes,
+        mean=config.data.mean,
+        std=config.data.std,
+        ignore_index=config.data.ignore_index,
+        boundary_tolerance=config.eval.boundary_tolerance,
+        settings=settings,
+        window_sharding=sharding.batch_sharding(mesh),
+    )
+
+
+def evaluate(
+    eval_fn, variables, config, source, mesh, *, progress: bool = False, timing: dict | None = None
+) -> dict:
+    """Scores of jaxseg.metrics over the whole split, from counts summed on device.
+
+    eval_fn: the jitted eval_step partial; variables: {"params", "batch_stats"}, replicated.
+    timing: a dict to receive "seconds" (the whole loop) and "images_per_s" (after the first
+    batch, which compiles, when there are several).
+    """
+    num_classes = len(source.class_names)
+    local_batch = sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+    totals = jax.device_put(
+        steps.empty_totals(num_classes, config.eval.calibration_bins), sharding.replicated(mesh)
+    )
+    batches = eval_batches(config, source, local_batch)
+    total = -(-len(source) // config.eval.batch_size)
+    start = time.perf_counter()
+    first = None  # (time, images) when the first batch is done
+    bar = tqdm.tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not progress)
+    for batch in bar:
+        totals = eval_fn(variables, sharding.to_global(batch, mesh), totals)
+        if first is None and timing is not None:
+            jax.block_until_ready(totals)
+            first = (time.perf_counter(), int(batch["valid"].sum()) * jax.process_count())
+    totals = jax.device_get(totals)
+    if timing is not None:
+        end = time.perf_counter()
+        timed = (
+            (end - first[0], len(source) - first[1]) if total > 1 else (end - start, len(source))
+        )
+        timing |= {"seconds": end - start, "images_per_s": timed[1] / max(timed[0], 1e-9)}
+    return metrics.scores(
+        np.asarray(totals["confusion"], np.int64),
+        boundary=np.asarray(totals["boundary"], np.int64),
+        calibration=np.asarray(totals["calibration"], np.float64),
+    )
+
+
+def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dict, int]:
+    """({"params", "batch_stats"} replicated over mesh, step) of checkpoint `which` ("latest",
+    "best" or a step) of the run in workdir `path`; no optimizer state is read."""
+    replicated = sharding.replicated(mesh)
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0), jnp.zeros((1, *config.data.image_size, 3)), train=False
+        )
+    )
+    target = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+    target = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), target
+    )
+    step = checkpoint.choose_step(path, str(which))
+    return checkpoint.restore_variables(path, step, target), step
