@@ -8,7 +8,8 @@
 
 Step mode builds the model, optimizer and state as jaxseg.train does (same library calls,
 same config fields; --config.* overrides apply), jits the train step (or, with --mode infer,
-a forward pass and argmax) once with explicit shardings and the state donated, and runs it
+jaxseg.inference with config.eval: whole, slide or TTA, then argmax) once with explicit
+shardings and the state donated, and runs it
 on a device-resident random batch (u8 images, i32 masks in [0, K)). --batch, --size and
 --dtype are shorthands for --config.batch_size, --config.data.image_size and --config.dtype.
 Each of --steps timed steps ends in block_until_ready; the table gives their median and
@@ -95,14 +96,20 @@ def peak_memory_bytes(devices) -> int | None:
     return max(peaks) if peaks else None
 
 
-def infer_step(state, batch: dict, *, model, mean, std):
-    """Forward pass in inference mode: u8[B,H,W,C] -> predicted classes i32[B,H,W]."""
-    logits, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        inference.normalize(batch["image"], mean, std),
-        train=False,
+def infer_step(state, batch: dict, *, model, mean, std, settings, window_sharding=None):
+    """jaxseg.inference as evaluate and predict run it (config.eval: whole, slide, TTA):
+    u8[B,H,W,C] -> predicted classes i32[B,H,W]."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    scores = inference.scores(
+        variables,
+        batch["image"],
+        model=model,
+        mean=mean,
+        std=std,
+        settings=settings,
+        window_sharding=window_sharding,
     )
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return inference.labels(scores)
 
 
 def random_batch(
@@ -176,8 +183,16 @@ def benchmark_step(
         )
         step_args = (step_rng,)
     else:
+        settings = recipe.inference_settings(config, mesh.devices.size)
         fn = jax.jit(
-            functools.partial(infer_step, model=model, mean=data.mean, std=data.std),
+            functools.partial(
+                infer_step,
+                model=model,
+                mean=data.mean,
+                std=data.std,
+                settings=settings,
+                window_sharding=batch_sharding if settings.mode == "slide" else None,
+            ),
             in_shardings=(replicated, batch_sharding),
             out_shardings=batch_sharding,
         )
@@ -224,6 +239,7 @@ def benchmark_step(
         "dtype": dtype,
         "optimizer": config.optim.name if mode == "train" else None,
         "loss_terms": [list(t) for t in loss_terms] if mode == "train" else None,
+        "inference": None if mode == "train" else settings.describe(),
         "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
         "steps": steps,
         "warmup": warmup,

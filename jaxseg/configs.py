@@ -303,16 +303,26 @@ def define_config_overrides(fv: flags.FlagValues, argv: Sequence[str], what: str
     )
 
 
-def overrides(fv: flags.FlagValues, allowed: tuple[str, ...] = ()) -> dict:
-    """The --config.* overrides given on the command line, {dotted key: value}; keys outside
-    the `allowed` sections ("eval", "data") raise ConfigError."""
+def _allows(allowed, key: str) -> bool:
+    return key in allowed or key.split(".")[0] in allowed
+
+
+def overrides(fv: flags.FlagValues, allowed: tuple[str, ...]) -> dict:
+    """The --config.* overrides given on the command line, {dotted key: value}. `allowed`
+    names the sections ("eval") or keys ("eval.mode") that act in this entry; any other key
+    raises ConfigError naming it: it would not act, and silence would hide that."""
     values = dict(config_flags.get_override_values(fv["config"]))
-    refused = [k for k in values if allowed and k.split(".")[0] not in allowed]
+    refused = [k for k in values if not _allows(allowed, k)]
     if refused:
+        section = refused[0].split(".")[0]
+        why = (
+            f"a trained run's {section} section is fixed"
+            if section not in {a.split(".")[0] for a in allowed}
+            else "it does not act in this command"
+        )
         raise ConfigError(
-            f"--config.{refused[0]} cannot change here: a trained run's "
-            f"{refused[0].split('.')[0]} section is fixed; only "
-            f"{', '.join(s + '.*' for s in allowed)} may be overridden"
+            f"--config.{refused[0]} cannot change here: {why}; this command takes "
+            f"{', '.join(a if '.' in a else a + '.*' for a in allowed)}"
         )
     return values
 
@@ -332,21 +342,43 @@ def _message(error: BaseException, argv: Sequence[str]) -> str:
     return " ".join(text.split())
 
 
-def parse_flags(fv: flags.FlagValues, argv: Sequence[str], *, prog: str, doc: str) -> list[str]:
+def parse_flags(
+    fv: flags.FlagValues, argv: Sequence[str], *, prog: str, doc: str, allowed=()
+) -> list[str]:
     """Parses argv (without the program name) into fv and returns the positional arguments.
 
-    `--help` (or -h, --helpfull) prints doc and every flag of fv, then exits 0. Any mistake
+    `--help` (or -h, --helpfull) prints doc and every flag of fv (and the config fields
+    `allowed` for --config.* overrides), then exits 0. Any mistake
     (unknown flag or config key, wrong type, missing config file, config file error) prints
     one line `prog: error: ...` on stderr and exits 2. The config, when fv has one, is
     type-checked against base_config().
     """
     if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv):
-        print(doc.strip() + "\n\nflags:\n" + fv.get_help())
+        print(help_text(fv, doc, allowed))
         sys.exit(0)
     try:
         return parse(fv, argv)
     except ConfigError as e:
         fail(prog, str(e))
+
+
+def help_text(fv: flags.FlagValues, doc: str, allowed=()) -> str:
+    """The entry's docstring, its flags with defaults, and the overridable config fields."""
+    lines = [doc.strip(), "", "flags:"]
+    for name, flag in sorted(fv._flags().items()):  # noqa: SLF001 (absl has no public walk)
+        if name != flag.name or name in ("flagfile", "undefok"):
+            continue  # aliases and absl's own
+        default = (
+            "" if flag.default is None or name == "config" else f" (default: {flag.default_as_str})"
+        )
+        lines.append(f"  --{name}: {flag.help}{default}")
+    if allowed:
+        lines.append("")
+        lines.append("config fields --config.KEY=VALUE may set (defaults of base_config):")
+        for key, value in flat_items(base_config()).items():
+            if _allows(allowed, key):
+                lines.append(f"  --config.{key}  (default: {value!r})")
+    return "\n".join(lines)
 
 
 def parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:

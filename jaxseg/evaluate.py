@@ -32,6 +32,7 @@ from jaxseg import configs, metrics, recipe, sharding, visualize
 from jaxseg import workdir as run_files
 
 FIXED_DATA = ("data.mean", "data.std")  # part of the trained model
+ALLOWED = ("eval", "data")  # --config.* sections that act here
 
 
 def evaluate_run(
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
     prog = "jaxseg.evaluate"
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__)
+    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
     if rest:
         configs.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
     flags.FLAGS.mark_as_parsed()
@@ -165,7 +166,7 @@ def main(argv=None) -> dict:
             fv.workdir,
             split=fv.split,
             checkpoint=fv.checkpoint,
-            overrides=configs.overrides(fv, allowed=("eval", "data")),
+            overrides=configs.overrides(fv, ALLOWED),
             out=fv.out,
         )
     except (configs.ConfigError, FileNotFoundError) as e:

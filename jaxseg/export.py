@@ -26,12 +26,16 @@ instead (pip install -e '.[onnx]'; whole mode, fixed H, W, dynamic batch).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
+import io
 import json
+import logging
 import os
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +45,7 @@ from absl import flags
 from jaxseg import configs, inference, recipe
 from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
+ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
 ARTIFACT = "model.jaxexport"
 PARAMS = "params.npz"
 OUTPUT_MEANING = {
@@ -77,8 +82,14 @@ def export_jax(seg, size, output, *, params_as_args=False, platforms=("cpu", "cu
     return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*args), leaves
 
 
-def export_onnx(seg, size, output, path: str) -> None:
-    """model.onnx through jax2onnx (the `onnx` extra): fixed H, W, dynamic batch "b"."""
+def export_onnx(seg, size, output, path: str) -> list[str]:
+    """model.onnx through jax2onnx (the `onnx` extra): fixed H, W, dynamic batch "b".
+    Returns the files written (the model and its external weights)."""
+    # jax2onnx 0.13 logs a traceback for each dm_pix plugin it cannot load under this jax
+    # (plugins jaxseg does not use) and prints its progress; onnx_ir notes shapes it cannot
+    # type. Keep their errors only.
+    for name in ("jax2onnx", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from jax2onnx import to_onnx
     except ImportError:
@@ -88,15 +99,28 @@ def export_onnx(seg, size, output, path: str) -> None:
     if seg.settings.mode != "whole":
         raise configs.ConfigError("--format onnx exports eval.mode=whole only")
     fn, _ = exported_function(seg, output, params_as_args=False)
-    to_onnx(
-        fn,
-        [jax.ShapeDtypeStruct(("b", *size, 3), jnp.uint8)],
-        model_name="jaxseg",
-        input_names=["images"],
-        output_names=[output],
-        return_mode="file",
-        output_path=path,
-    )
+    before = set(os.listdir(os.path.dirname(path) or "."))
+    with contextlib.redirect_stdout(io.StringIO()):
+        to_onnx(
+            fn,
+            [jax.ShapeDtypeStruct(("b", *size, 3), jnp.uint8)],
+            model_name="jaxseg",
+            input_names=["images"],
+            output_names=[output],
+            return_mode="file",
+            output_path=path,
+        )
+    written = set(os.listdir(os.path.dirname(path) or ".")) - before
+    return sorted({os.path.basename(path)} | {f for f in written if f.startswith("model.onnx")})
+
+
+def onnx_session(path: str):
+    """An onnxruntime session on the CPU (its shape-merge notices silenced)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def validation_images(seg: Segmenter, size, count: int) -> tuple[np.ndarray, str]:
@@ -118,27 +142,22 @@ def validation_images(seg: Segmenter, size, count: int) -> tuple[np.ndarray, str
     return out, where
 
 
-def validate(seg, call, size, count: int, output: str) -> dict:
+def validate(seg, call, logits_call, size, count: int, output: str) -> dict:
     """Max |logit difference| and the share of equal labels, export against live model.
 
-    call(images) -> the artifact's output. The logit difference compares a logits export of
-    the same function (serialized and deserialized likewise) when the artifact's output is
-    not logits."""
+    call(images): the artifact's output; logits_call(images): the scores of the same
+    function exported the same way with output logits (the artifact itself when its output
+    is logits)."""
     images, where = validation_images(seg, size, count)
     live_scores = seg.run(list(images), "logits")
-    if output == "logits":
-        exported_scores = np.asarray(call(images))
-    else:
-        logits, _ = export_jax(seg, size, "logits", platforms=("cpu",))
-        exported_scores = np.asarray(jax.export.deserialize(logits.serialize()).call(images))
     got = np.asarray(call(images))
     labels = got if output == "labels" else got.argmax(-1)
-    equal = float(np.mean(labels == live_scores.argmax(-1)))
+    exported_scores = got if output == "logits" else np.asarray(logits_call(images))
     return {
         "images": count,
         "from": where,
         "max_logit_diff": float(np.abs(exported_scores - live_scores).max()),
-        "equal_labels": equal,
+        "equal_labels": float(np.mean(labels == live_scores.argmax(-1))),
     }
 
 
@@ -184,9 +203,12 @@ def export_run(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if fmt == "onnx":
-        path = os.path.join(out, "model.onnx")
-        export_onnx(seg, size, output, path)
-        manifest |= {"artifact": "model.onnx", "sha256": _sha256_file(path)}
+        files = export_onnx(seg, size, output, os.path.join(out, "model.onnx"))
+        manifest |= {
+            "artifact": "model.onnx",
+            "sha256": _sha256_file(os.path.join(out, "model.onnx")),
+            "files": {f: _sha256_file(os.path.join(out, f)) for f in files},
+        }
     else:
         exported, leaves = export_jax(
             seg, size, output, params_as_args=params_as_args, platforms=platforms
@@ -209,24 +231,38 @@ def export_run(
                 "call": "exp.call([params['arr_0'], params['arr_1'], ...], images)",
             }
     if validate_count:
-        if fmt == "onnx":
-            import onnxruntime
-
-            session = onnxruntime.InferenceSession(os.path.join(out, "model.onnx"))
-
-            def call(images):
-                return session.run(None, {"images": images})[0]
-
-        else:
-            restored = jax.export.deserialize(bytearray(data))
-            args = [jnp.asarray(x) for x in leaves] if params_as_args else None
-
-            def call(images):
-                return restored.call(args, images) if args else restored.call(images)
-
-        manifest["validation"] = validate(seg, call, size, validate_count, output)
+        manifest["validation"] = _validate_artifact(
+            seg, out, size, output, fmt, validate_count, params_as_args
+        )
     _write_bytes(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest
+
+
+def _validate_artifact(seg, out, size, output, fmt, count, params_as_args) -> dict:
+    """validate() on the files just written, read back as a user would."""
+    if fmt == "onnx":
+        session = onnx_session(os.path.join(out, "model.onnx"))
+        call = lambda images: session.run(None, {"images": images})[0]  # noqa: E731
+        logits_call = None
+        if output != "logits":
+            with tempfile.TemporaryDirectory() as tmp:
+                export_onnx(seg, size, "logits", os.path.join(tmp, "model.onnx"))
+                logits_session = onnx_session(os.path.join(tmp, "model.onnx"))
+            logits_call = lambda images: logits_session.run(None, {"images": images})[0]  # noqa: E731
+        return validate(seg, call, logits_call, size, count, output)
+    with open(os.path.join(out, ARTIFACT), "rb") as f:
+        restored = jax.export.deserialize(bytearray(f.read()))
+    args = ()
+    if params_as_args:
+        with np.load(os.path.join(out, PARAMS)) as f:
+            args = ([f[f"arr_{i}"] for i in range(len(f.files))],)
+    call = lambda images: restored.call(*args, images)  # noqa: E731
+    logits_call = None
+    if output != "logits":
+        logits, _ = export_jax(seg, size, "logits", platforms=("cpu",))
+        logits = jax.export.deserialize(logits.serialize())
+        logits_call = logits.call
+    return validate(seg, call, logits_call, size, count, output)
 
 
 def _sha256_file(path: str) -> str:
@@ -248,7 +284,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_overrides(fv, argv, "eval.* (inference settings)")
+    configs.define_config_overrides(fv, argv, "the inference settings (eval.mode, ...)")
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string("out", None, "export directory", **define)
@@ -276,7 +312,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.export"
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__)
+    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
     try:
         if rest:
             raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
@@ -291,7 +327,7 @@ def main(argv=None) -> dict:
             fmt=fv.format,
             params_as_args=fv.params_as_args,
             platforms=tuple(fv.platforms),
-            overrides=configs.overrides(fv, allowed=("eval",)),
+            overrides=configs.overrides(fv, ALLOWED),
             validate_count=fv.validate,
         )
     except (configs.ConfigError, FileNotFoundError) as e:

@@ -186,11 +186,13 @@ def _slide(
 
     acc = jnp.zeros((batch, padded_h, padded_w, num_classes), jnp.float32)
     acc = jax.lax.fori_loop(0, chunks, chunk, acc)
-    rows = _coverage(sizes[:, 0], padded_h, ch, sh)  # the grid is rows x columns,
-    cols = _coverage(sizes[:, 1], padded_w, cw, sw)  # so coverage is their outer product
-    count = rows[:, :, None] * cols[:, None, :]
-    out = acc / jnp.maximum(count, 1.0)[..., None]
-    return out[:, :height, :width]
+    # The grid is rows x columns, so a pixel's window count is a row count times a column
+    # count: two small reciprocals, no [B,H,W] count array, and the division fuses into
+    # whatever consumes the result (argmax, softmax).
+    rows = 1.0 / jnp.maximum(_coverage(sizes[:, 0], padded_h, ch, sh), 1.0)
+    cols = 1.0 / jnp.maximum(_coverage(sizes[:, 1], padded_w, cw, sw), 1.0)
+    out = acc[:, :height, :width] * rows[:, :height, None, None]
+    return out * cols[:, None, :width, None]
 
 
 def scores(

@@ -40,10 +40,11 @@ import tqdm
 from absl import flags
 from PIL import Image
 
-from jaxseg import configs, visualize
+from jaxseg import configs, recipe, visualize
 from jaxseg.data import images as image_io
 
 JSONL = "predictions.jsonl"
+ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
 
 
 @dataclasses.dataclass
@@ -222,7 +223,7 @@ def predict_files(
                         histogram = write_outputs(
                             output_files(out, item.rel, probs),
                             image,
-                            labels.astype(np.int32),
+                            labels,
                             result if probs else None,
                             segmenter.palette,
                             segmenter.class_names,
@@ -293,7 +294,7 @@ def _decode(item: Input, max_pixels: int) -> np.ndarray | None:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_overrides(fv, argv, "eval.* (inference settings)")
+    configs.define_config_overrides(fv, argv, "the inference settings (eval.mode, ...)")
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string(
@@ -305,7 +306,11 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_bool("probs", False, "also write float16 softmax probabilities (.npz)", **define)
     flags.DEFINE_bool("overwrite", False, "predict inputs whose outputs exist again", **define)
     flags.DEFINE_integer(
-        "batch_size", 0, "images per batch (0: the run's eval.batch_size)", 0, **define
+        "batch_size",
+        0,
+        "images per batch (0: the run's eval.batch_size; slide mode 1)",
+        0,
+        **define,
     )
     flags.DEFINE_integer("max_shapes", 8, "most canvas shapes to compile", 1, **define)
     flags.DEFINE_integer(
@@ -320,7 +325,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.predict"
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__)
+    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
     from jaxseg.segmenter import Segmenter  # after the flags: --help needs no jax
 
     try:
@@ -328,7 +333,7 @@ def main(argv=None) -> dict:
             raise configs.ConfigError("give one of --workdir DIR or --exported DIR")
         if not rest:
             raise configs.ConfigError("name the images: files, directories or globs")
-        overrides = configs.overrides(fv, allowed=("eval",))
+        overrides = configs.overrides(fv, ALLOWED)
         if fv.exported:
             if overrides or fv.checkpoint != "latest":
                 raise configs.ConfigError(
@@ -341,8 +346,17 @@ def main(argv=None) -> dict:
             segmenter = Segmenter.from_workdir(
                 fv.workdir, checkpoint=fv.checkpoint, overrides=overrides
             )
-            batch_size = fv.batch_size or segmenter.config.eval.batch_size
+            # Slide mode batches windows (eval.window_batch), so one image at a time suffices.
+            slide = segmenter.settings.mode == "slide"
+            batch_size = fv.batch_size or (1 if slide else segmenter.config.eval.batch_size)
             max_pixels = fv.max_pixels or segmenter.config.data.max_pixels
+            if segmenter.config.eval.shorter_side:
+                print(
+                    f"{prog}: note: this run evaluates images resized to a shorter side of "
+                    f"{segmenter.config.eval.shorter_side}; predict works at each image's own "
+                    "size, so resize inputs of another scale first",
+                    file=sys.stderr,
+                )
         inputs = collect_inputs(rest)
     except (configs.ConfigError, FileNotFoundError, ValueError) as e:
         configs.fail(prog, str(e))

@@ -49,6 +49,8 @@ PIPELINE_DATA_FIELDS = (
 )
 MODEL_FIELDS = ("name", "pretrained")  # every model takes these
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
+# The eval.* fields that shape inference itself (predict, export, the Segmenter API).
+INFERENCE_FIELDS = tuple(f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip"))
 
 
 def _changed(section: str, config: ml_collections.ConfigDict) -> list[str]:

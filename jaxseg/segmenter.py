@@ -101,15 +101,17 @@ class Segmenter:
         """The run in workdir `path` at checkpoint "latest", "best" or a step number.
 
         overrides: {"eval.mode": "slide", ...} on top of the saved config; or per section,
-        e.g. eval={"mode": "slide", "crop_size": (256, 256)}. Only eval.* may change here.
+        e.g. eval={"mode": "slide", "crop_size": (256, 256)}: the inference settings
+        (recipe.INFERENCE_FIELDS) may change, nothing else.
         """
         config = run_files.read_config(path)
         changes = dict(overrides or {})
         for section, values in sections.items():
             changes |= {f"{section}.{k}": v for k, v in values.items()}
-        bad = [k for k in changes if k.split(".")[0] != "eval"]
+        bad = [k for k in changes if k not in recipe.INFERENCE_FIELDS]
         if bad:
-            raise configs.ConfigError(f"{bad[0]}: only eval.* settings change a trained model")
+            takes = ", ".join(recipe.INFERENCE_FIELDS)
+            raise configs.ConfigError(f"{bad[0]} does not act on a Segmenter; it takes {takes}")
         with config.unlocked():
             configs.apply_overrides(config, changes)
         configs.check_types(config)
@@ -182,18 +184,26 @@ class Segmenter:
         batch: int | None = None,
     ) -> np.ndarray:
         """The output for a list of u8[h,w,3] images on one canvas (default: the largest h
-        and w), padded to `batch` images (a fixed batch: one compile per canvas): labels
-        i32[B,H,W] or probs/logits f32[B,H,W,K], to be cut back to each image's size."""
+        and w), in whole mode padded to `batch` images (a fixed batch: one compile per
+        canvas): labels i32[B,H,W] or probs/logits f32[B,H,W,K], to be cut back to each
+        image's size."""
         height, width = canvas or (
             max(im.shape[0] for im in images),
             max(im.shape[1] for im in images),
         )
-        devices = 1 if self.settings.mode == "slide" else self.mesh.devices.size
-        count = math.ceil(max(len(images), batch or 0) / devices) * devices
-        padded = np.zeros((count, height, width, 3), np.uint8)
+        if self.settings.mode == "slide":  # windows fill the forward passes, not images:
+            count = len(images)  # padding images would only add windows to compute
+        else:
+            devices = self.mesh.devices.size
+            count = math.ceil(max(len(images), batch or 0) / devices) * devices
         sizes = np.full((count, 2), (height, width), np.int32)
+        if count == 1 and images[0].shape[:2] == (height, width):
+            padded = images[0][None]  # no copy of what may be a very large image
+        else:
+            padded = np.zeros((count, height, width, 3), np.uint8)
+            for i, im in enumerate(images):
+                padded[i, : im.shape[0], : im.shape[1]] = im
         for i, im in enumerate(images):
-            padded[i, : im.shape[0], : im.shape[1]] = im
             sizes[i] = im.shape[:2]
         if all(im.shape[:2] == (height, width) for im in images):
             out = self.function(output, full=True)(self.variables, padded)

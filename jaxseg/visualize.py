@@ -30,9 +30,12 @@ def colorize(labels: np.ndarray, palette) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette, opacity: float = 0.5) -> np.ndarray:
-    """u8[H,W,3]: image u8[H,W,3] blended with the class colours of labels int[H,W]."""
-    blend = (1 - opacity) * image.astype(np.float32) + opacity * colorize(labels, palette)
-    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    """u8[H,W,3]: image u8[H,W,3] blended with the class colours of labels int[H,W].
+
+    Pillow blends in u8 without float copies of the image (an 8192x8192 image would need
+    three 800 MB float32 arrays otherwise)."""
+    colours = Image.fromarray(colorize(labels, palette))
+    return np.asarray(Image.blend(Image.fromarray(image), colours, opacity))
 
 
 def label_image(labels: np.ndarray, palette) -> Image.Image:

@@ -44,7 +44,7 @@ class EncoderDecoder(nn.Module):
             # No conv bias: the BatchNorm right after it has one.
             x = layers.Conv(features, 3, dtype=dt, name=f"enc{i}_conv")(x)
             x = nn.relu(layers.batch_norm(train, dt, name=f"enc{i}_bn")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
         for i, features in enumerate((2 * w, w)):
             x = layers.ConvTranspose2x2(
                 features,

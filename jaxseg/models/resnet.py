@@ -121,7 +121,7 @@ class ResNet(nn.Module):
         x = nn.relu(layers.batch_norm(train, dt, name="bn1")(x))
         features = {"stem": x}
         # nn.max_pool pads with -inf, as torch's MaxPool2d(3, 2, padding=1).
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, (stride, rates) in enumerate(plan):
             for j, rate in enumerate(rates):
                 x = Bottleneck(

@@ -57,7 +57,7 @@ class UNet(nn.Module):
         for level in range(self.depth):
             x = DoubleConv(self.base_width * 2**level, self.dtype)(x, train)
             skips.append(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
         x = DoubleConv(self.base_width * 2**self.depth, self.dtype)(x, train)
         for level in reversed(range(self.depth)):
             features = self.base_width * 2**level

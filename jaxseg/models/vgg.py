@@ -72,7 +72,7 @@ class VGG16(nn.Module):
             if self.with_argmax:
                 x, feats[f"argmax{block}"] = layers.max_pool_with_argmax(x)
             else:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             feats[f"pool{block}"] = x
             index += 1
         return feats
