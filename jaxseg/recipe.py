@@ -61,7 +61,7 @@ def _changed(section: str, config: ml_collections.ConfigDict) -> list[str]:
 
 def check_options(config: ml_collections.ConfigDict) -> None:
     """Refuses, with ConfigError naming the field, a model, data or eval option that the
-    chosen model, dataset or eval mode would not use."""
+    chosen model, dataset or eval mode would not use, and unknown loss names."""
     name = config.model.name
     if name not in MODELS:
         raise configs.ConfigError(
@@ -86,6 +86,11 @@ def check_options(config: ml_collections.ConfigDict) -> None:
         raise configs.ConfigError(
             f"data.{unused[0]} is set but dataset {config.data.name!r} does not take it"
             + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
+        )
+    unknown = sorted({str(name) for name, _ in config.loss.terms} - set(losses.LOSSES))
+    if unknown:
+        raise configs.ConfigError(
+            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
         )
     if config.eval.mode == "whole":
         unused = [k for k in _changed("eval", config) if k in SLIDE_FIELDS]
@@ -229,11 +234,6 @@ def train_step(config, model, tx, schedule, class_weights):
     """steps.train_step bound to config.data and config.loss; jit it with the batch split
     over the data axis and the state donated."""
     loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
-    unknown = sorted({name for name, _ in loss_terms} - set(losses.LOSSES))
-    if unknown:
-        raise configs.ConfigError(
-            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
-        )
     return functools.partial(
         steps.train_step,
         model=model,

@@ -205,15 +205,13 @@ def main(argv=None) -> None:
     rest = configs.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
     if rest:
         configs.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
-    config = fv.config
-    try:
-        recipe.check_options(config)
-    except configs.ConfigError as e:
-        configs.fail("jaxseg.train", str(e))
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     if os.environ.get("JAXSEG_MULTIHOST") == "1":  # set by launch.sh
         jax.distributed.initialize()
-    train_and_evaluate(config, fv.workdir or configs.default_workdir(fv))
+    try:  # options, paths, dataset names: the user's to fix, so one line, not a traceback
+        train_and_evaluate(fv.config, fv.workdir or configs.default_workdir(fv))
+    except configs.ConfigError as e:
+        configs.fail("jaxseg.train", str(e))
 
 
 if __name__ == "__main__":

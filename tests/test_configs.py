@@ -78,6 +78,9 @@ def test_missing_file_and_bad_arg():
         (["--config.optim.lrr=0.1"], ["optim.lrr", "optim.lr"]),
         (["--config.total_steps=abc"], ["total_steps"]),
         (["--no_such_flag=1"], ["no_such_flag"]),
+        (["--config.model.backbone=resnet101"], ["model.backbone", "'unet' does not take"]),
+        (["--config.data.root=/data"], ["data.root", "'shapes' does not take"]),
+        (["--config.eval.stride=(8, 8)"], ["eval.stride", "eval.mode is 'whole'"]),
     ],
 )
 def test_cli_mistake_is_one_line_and_exit_2(args, says):
