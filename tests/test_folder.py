@@ -10,6 +10,7 @@ from jaxseg.data import MEMBRANE_ROOT
 from jaxseg.data.folder import FolderSource
 
 MEMBRANE = MEMBRANE_ROOT  # shared/ beside the repository, as on CI
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBRANE_OPTS = dict(class_names=("membrane", "cell"), value_map={0: 0, 255: 1})
 THREE = ("a", "b", "c")
 
@@ -249,3 +250,24 @@ def test_exif_rotated_image(tmp_path):
     _save(str(tmp_path / "masks" / "a.png"), _grey_mask(4, 6))
     with pytest.raises(ValueError, match=r"EXIF orientation 6 .*matches the stored, unrotated"):
         _src(tmp_path)[0]
+
+
+def test_test_split_from_a_list_beside_the_ratio_split(tmp_path):
+    """data.test_list names the test stems; train and val still come from split_ratio."""
+    from jaxseg import configs, recipe
+
+    _simple(tmp_path, stems=("a", "b", "c", "d", "e"))
+    (tmp_path / "test.txt").write_text("e.png\n")
+    overrides = [
+        "--config.data.name=folder",
+        f"--config.data.root={tmp_path}",
+        "--config.data.class_names=('x', 'y', 'z')",
+        "--config.data.test_list=test.txt",
+    ]
+    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides)
+    test = recipe.make_source(config, "test")
+    assert [test[i]["name"] for i in range(len(test))] == ["e"]
+    assert len(recipe.make_source(config, "train")) + len(recipe.make_source(config, "val")) == 5
+    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides[:3])
+    with pytest.raises(configs.ConfigError, match="no test split: set data.test_list"):
+        recipe.make_source(config, "test")

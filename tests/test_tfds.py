@@ -80,3 +80,10 @@ def test_presets_are_consistent():
         assert targets <= set(range(k)) | {255}, name
         assert set(range(k)) <= targets, name  # every class is reachable
     assert len(tfds_source.PRESETS["cityscapes/semantic_segmentation"]["class_names"]) == 19
+
+
+def test_test_split_is_data_test_split(data_dir):
+    test = make_source("tfds", "test", tfds_dir=data_dir, **OPTIONS, test_split="test[:2]")
+    assert len(test) == 2
+    with pytest.raises(ValueError, match="has no test split: set data.test_split"):
+        make_source("tfds", "test", tfds_dir=data_dir, **OPTIONS)
