@@ -46,15 +46,10 @@ def evaluate_run(
 ) -> dict:
     """Evaluates the run in workdir; returns the report written to `out` (see module doc)."""
     # ---- The run: its config, labels and model; the overrides on top --------------------
-    config = run_files.read_config(workdir)
-    overrides = dict(overrides or {})
-    fixed = [k for k in overrides if k in FIXED_DATA]
+    fixed = [k for k in overrides or {} if k in FIXED_DATA]
     if fixed:
         raise configs.ConfigError(f"--config.{fixed[0]} belongs to the trained model")
-    with config.unlocked():
-        configs.apply_overrides(config, overrides)
-    configs.check_types(config)
-    recipe.check_options(config)
+    config = recipe.trained_config(workdir, overrides)
     labels = run_files.read_dataset(workdir)
     class_names = labels["class_names"]
     mesh = sharding.make_mesh()

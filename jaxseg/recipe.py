@@ -18,6 +18,7 @@ import numpy as np
 import tqdm
 
 from jaxseg import checkpoint, configs, inference, losses, metrics, sharding, steps
+from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.data import make_source as _make_source
 from jaxseg.data import options_of
@@ -98,6 +99,17 @@ def check_options(config: ml_collections.ConfigDict) -> None:
             raise configs.ConfigError(
                 f"eval.{unused[0]} is set but eval.mode is 'whole'; set eval.mode=slide"
             )
+
+
+def trained_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """A run's saved config.json with {dotted key: value} overrides applied and checked
+    (types, and options the model, dataset or eval mode would not use)."""
+    config = run_files.read_config(workdir)
+    with config.unlocked():
+        configs.apply_overrides(config, dict(overrides or {}))
+    configs.check_types(config)
+    check_options(config)
+    return config
 
 
 # --------------------------------------------------------------------------------- data

@@ -104,7 +104,6 @@ class Segmenter:
         e.g. eval={"mode": "slide", "crop_size": (256, 256)}: the inference settings
         (recipe.INFERENCE_FIELDS) may change, nothing else.
         """
-        config = run_files.read_config(path)
         changes = dict(overrides or {})
         for section, values in sections.items():
             changes |= {f"{section}.{k}": v for k, v in values.items()}
@@ -112,10 +111,7 @@ class Segmenter:
         if bad:
             takes = ", ".join(recipe.INFERENCE_FIELDS)
             raise configs.ConfigError(f"{bad[0]} does not act on a Segmenter; it takes {takes}")
-        with config.unlocked():
-            configs.apply_overrides(config, changes)
-        configs.check_types(config)
-        recipe.check_options(config)
+        config = recipe.trained_config(path, changes)
         labels = run_files.read_dataset(path)
         model = recipe.build_model(config, len(labels["class_names"]))
         mesh = sharding.make_mesh(jax.local_devices())

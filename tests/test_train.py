@@ -217,6 +217,9 @@ def test_loss_terms_and_computed_class_weights(tmp_path):
         "--config.data.num_train=16",
         "--config.loss.terms=(('ce', 1.0), ('dice', 0.5), ('lovasz', 0.5))",
         "--config.loss.class_weight_method=median",
+        # Training's evaluation is jaxseg.inference: sliding windows work here too.
+        "--config.eval.mode=slide",
+        "--config.eval.crop_size=(16, 16)",
     )
     result = train_and_evaluate(config, str(tmp_path))
     with open(tmp_path / "class_weights.json") as f:
@@ -225,6 +228,7 @@ def test_loss_terms_and_computed_class_weights(tmp_path):
     with open(tmp_path / "metrics.jsonl") as f:
         assert np.isfinite(json.loads(f.readline())["train/loss"])
     assert "boundary_iou" in result["scores"] and "ece" in result["scores"]
+    assert result["scores"]["confusion"].sum() == 12 * 64 * 64  # every val pixel (eval.size), once
 
 
 def test_unknown_loss_name_is_rejected(tmp_path):
