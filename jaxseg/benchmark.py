@@ -228,8 +228,8 @@ def benchmark_step(
     record = {
         "framework": "jaxseg",
         "model": config.model.name,
-        "model_options": {
-            k: v for k, v in config.model.items() if k in type(model).__dataclass_fields__
+        "model_options": {  # as built: the model's own defaults filled in
+            k: getattr(model, k) for k in config.model if k in type(model).__dataclass_fields__
         },
         "params": count_params(state.params),
         "num_classes": num_classes,
@@ -388,6 +388,7 @@ def main(argv=None) -> dict | None:
         recipe.check_options(config)
     except (configs.ConfigError, ValueError) as e:
         configs.fail("jaxseg.benchmark", str(e))
+    sharding.initialize_distributed()
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
 
     if fv.data_only:

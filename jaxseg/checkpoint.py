@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import grain
 import jax
@@ -72,23 +73,56 @@ def save(manager, step: int, state, data_iterator, metrics: dict | None = None) 
     )
 
 
-def restore_latest(manager, state, data_iterator):
-    """(state, step) from the newest complete checkpoint, or (state, 0) when there is none.
+def restore_latest(manager, state, data_iterator, *, log=print):
+    """(state, step) from the newest checkpoint that restores, or (state, 0) when none.
 
     `state` is the freshly initialised state: its shapes and shardings are the target.
-    The data iterator is restored in place.
+    The data iterator is restored in place. Newer steps that fail to restore while an older
+    one restores are damaged (a file truncated or deleted inside them): each is moved to
+    <workdir>/damaged_checkpoints/ with a warning naming it, so its step can be saved again.
+    When no step restores, nothing is moved and the newest step's error is raised: that is
+    a mismatch (another model or version), not damage.
     """
-    step = manager.latest_step()
-    if step is None:
-        return state, 0
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-        ),
-    )
-    return restored["state"], step
+    failed = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(state),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                ),
+            )
+        except Exception as e:  # orbax and tensorstore raise many types for a bad file
+            if _state_restores(manager, step, state):
+                raise  # the arrays are intact: a mismatch (say, grain workers), not damage
+            failed.append((step, e))
+            continue
+        directory = str(manager.directory)
+        for bad, e in failed:
+            aside = os.path.join(os.path.dirname(directory), "damaged_checkpoints", str(bad))
+            if jax.process_index() == 0:
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                shutil.move(os.path.join(directory, str(bad)), aside)
+            log(
+                f"warning: checkpoint {bad} in {directory} cannot be restored "
+                f"({type(e).__name__}: {str(e)[:200]}); moved to {aside}; "
+                f"resuming from step {step}"
+            )
+        if failed:
+            manager.reload()
+        return restored["state"], step
+    if failed:
+        raise failed[0][1]
+    return state, 0
+
+
+def _state_restores(manager, step: int, state) -> bool:
+    try:
+        manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state)))
+    except Exception:  # see restore_latest
+        return False
+    return True
 
 
 def _checkpoints_dir(path: str, what: str) -> tuple[str, int | None]:

@@ -17,7 +17,8 @@ import json
 import os
 
 import numpy as np
-import tqdm
+
+from jaxseg import writer
 
 METHODS = ("inverse", "median", "enet")
 ENET_C = 1.02
@@ -46,7 +47,7 @@ def class_frequencies(
     """
     pixel_counts = np.zeros(num_classes, np.int64)
     present_pixels = np.zeros(num_classes, np.int64)
-    for i in tqdm.trange(len(source), desc="class frequencies", disable=not progress):
+    for i in writer.Bar(range(len(source)), desc="class frequencies", disable=not progress):
         mask = np.asarray(source[i]["mask"]).ravel()
         labels = mask[mask != ignore_index].astype(np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

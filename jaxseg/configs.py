@@ -83,11 +83,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.base_width = 64  # channels of the first level; doubles at every level
     c.model.depth = 4  # down-sampling steps (input sides are padded to a multiple of 2**depth)
     c.model.up_mode = "transpose"  # unet up path: transpose (2x2 conv) or bilinear (+ 1x1 conv)
-    # Encoder: resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet), mobilenet_v3_large
-    # (deeplabv3, lraspp), mit_b0..mit_b5 (segformer).
-    c.model.backbone = "resnet50"
-    # Feature stride: 8 or 16 for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
-    c.model.output_stride = 16
+    # Encoder ("": the model's own: resnet50, or mit_b0 for segformer): resnet50|resnet101
+    # (fcn, deeplabv3, deeplabv3plus, pspnet), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5.
+    c.model.backbone = ""
+    # Feature stride (0: the model's own: deeplabv3 8, deeplabv3plus 16, fcn_vgg16 8): 8 or 16
+    # for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
+    c.model.output_stride = 0
     c.model.multi_grid = ()  # last-stage dilation multipliers, e.g. (1, 2, 4); (): torchvision's
     c.model.separable = False  # deeplabv3plus: depthwise-separable ASPP and decoder convolutions
     c.model.aux_head = False  # FCN auxiliary head on stage 3 (fcn, deeplabv3, pspnet), aux "aux"
@@ -115,9 +116,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES
     c.loss.aux_weights = ()  # (aux output name, weight): auxiliary heads' loss, e.g. 0.4
-    c.loss.class_weights = ()  # per-class weights for ce/ohem/topk; () weighs classes equally
+    c.loss.class_weights = ()  # per-class weights of the ce/ohem/topk terms; (): all equal
     c.loss.class_weight_method = ""  # inverse, median or enet: from the train split (cached)
     c.loss.label_smoothing = 0.0  # ce: mass spread uniformly over all classes
+    # Options of the losses in terms, by loss name, checked against each loss's keywords:
+    # e.g. (("ohem", (("thresh", 0.7), ("min_kept", 100000))), ("focal", (("gamma", 1.0),)))
+    c.loss.options = ()
     # Evaluation and inference: training's periodic evaluation, jaxseg.evaluate, predict and
     # export all go through jaxseg.inference with these settings.
     c.eval = ml_collections.ConfigDict()

@@ -154,8 +154,7 @@ def main(argv=None) -> dict:
     if rest:
         configs.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
     flags.FLAGS.mark_as_parsed()
-    if os.environ.get("JAXSEG_MULTIHOST") == "1":
-        jax.distributed.initialize()
+    sharding.initialize_distributed()
     try:
         report = evaluate_run(
             fv.workdir,

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from jaxseg import configs, inference, recipe
+from jaxseg import configs, inference, recipe, sharding
 from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
 ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
@@ -313,6 +313,7 @@ def main(argv=None) -> dict:
     prog = "jaxseg.export"
     fv = _flags(argv)
     rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
+    sharding.initialize_distributed()
     try:
         if rest:
             raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")

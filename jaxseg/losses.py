@@ -14,6 +14,8 @@ not boolean indexing.
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
@@ -531,7 +533,15 @@ LOSSES = {
 # Per-pixel losses return (loss, weight) and are reduced with weighted_mean; the rest are scalar.
 PIXEL_LOSSES = frozenset({"ce", "ohem", "topk", "focal", "bce"})
 # Losses that accept class_weights f32[K] (a pixel's weight is its label's class weight).
-_CLASS_WEIGHTED = frozenset({"ce", "ohem", "topk"})
+CLASS_WEIGHTED = frozenset({"ce", "ohem", "topk"})
+# Keywords the step supplies itself, not options a user sets.
+_SUPPLIED = frozenset({"ignore_index", "class_weights", "distance"})
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The keyword options LOSSES[name] takes that a config may set (loss.options)."""
+    params = inspect.signature(LOSSES[name]).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SUPPLIED)
 
 
 def combined_loss(
@@ -565,7 +575,7 @@ def combined_loss(
     total = jnp.zeros((), jnp.float32)
     for name, factor in weights.items():
         kwargs = {"ignore_index": ignore_index}
-        if class_weights is not None and name in _CLASS_WEIGHTED:
+        if class_weights is not None and name in CLASS_WEIGHTED:
             kwargs["class_weights"] = class_weights
         kwargs.update((options or {}).get(name, {}))
         out = LOSSES[name](logits, labels, **kwargs)

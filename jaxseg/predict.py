@@ -36,11 +36,10 @@ import sys
 import time
 
 import numpy as np
-import tqdm
 from absl import flags
 from PIL import Image
 
-from jaxseg import configs, recipe, visualize
+from jaxseg import configs, recipe, sharding, visualize, writer
 from jaxseg.data import images as image_io
 
 JSONL = "predictions.jsonl"
@@ -197,7 +196,7 @@ def predict_files(
     for item in todo:
         groups.setdefault(shapes[item.size], []).append(item)
 
-    bar = tqdm.tqdm(total=len(todo), unit="image", disable=not progress, file=sys.stderr)
+    bar = writer.Bar(total=len(todo), unit="image", disable=not progress, file=sys.stderr)
     start, done = time.perf_counter(), 0
     output = "probs" if probs else "labels"
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -326,6 +325,7 @@ def main(argv=None) -> dict:
     prog = "jaxseg.predict"
     fv = _flags(argv)
     rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
+    sharding.initialize_distributed()
     from jaxseg.segmenter import Segmenter  # after the flags: --help needs no jax
 
     try:

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
-from jaxseg import checkpoint, configs, inference, losses, metrics, sharding, steps
+from jaxseg import checkpoint, configs, inference, losses, metrics, sharding, steps, writer
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.data import make_source as _make_source
@@ -88,11 +87,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
             f"data.{unused[0]} is set but dataset {config.data.name!r} does not take it"
             + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
         )
-    unknown = sorted({str(name) for name, _ in config.loss.terms} - set(losses.LOSSES))
-    if unknown:
-        raise configs.ConfigError(
-            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
-        )
+    _check_loss(config.loss)
     if config.eval.mode == "whole":
         unused = [k for k in _changed("eval", config) if k in SLIDE_FIELDS]
         if unused:
@@ -110,6 +105,40 @@ def trained_config(workdir: str, overrides: dict | None = None) -> ml_collection
     configs.check_types(config)
     check_options(config)
     return config
+
+
+def _check_loss(loss) -> None:
+    """Loss names, their options and class weights: each must act."""
+    names = [str(name) for name, _ in loss.terms]
+    unknown = sorted(set(names) - set(losses.LOSSES))
+    if unknown:
+        raise configs.ConfigError(
+            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
+        )
+    for entry in loss.options:
+        if len(entry) != 2 or not isinstance(entry[1], tuple | list):
+            raise configs.ConfigError(
+                f"loss.options entry {entry!r} is not (loss name, ((option, value), ...))"
+            )
+        name, pairs = entry
+        if name not in names:
+            raise configs.ConfigError(
+                f"loss.options sets {name!r}, which is not in loss.terms {tuple(names)}"
+            )
+        takes = tuple(t for t in losses.options_of(name) if (name, t) != ("ce", "label_smoothing"))
+        for pair in pairs:
+            if len(pair) != 2 or pair[0] not in takes:
+                raise configs.ConfigError(
+                    f"loss.options: {name!r} takes {', '.join(takes) or 'no options'}; got {pair!r}"
+                )
+    weighted = [n for n in names if n in losses.CLASS_WEIGHTED]
+    if (loss.class_weights or loss.class_weight_method) and not weighted:
+        raise configs.ConfigError(
+            f"class weights act on the {', '.join(sorted(losses.CLASS_WEIGHTED))} terms, and "
+            f"loss.terms {tuple(names)} has none of them"
+        )
+    if loss.label_smoothing and "ce" not in names:
+        raise configs.ConfigError("loss.label_smoothing acts on the ce term, not in loss.terms")
 
 
 # --------------------------------------------------------------------------------- data
@@ -205,13 +234,20 @@ def class_weights(config, source, *, workdir: str, progress: bool) -> jax.Array 
 # ------------------------------------------------------------------------ model, optimizer
 
 
+# Config values that defer to the model's own default (base_config says which models have
+# which): the one place a per-model default lives is the model.
+MODEL_DEFAULT = {"backbone": "", "output_stride": 0}
+
+
 def build_model(config, num_classes: int):
     """config.model's network for num_classes classes in config.dtype."""
+    options = {
+        k: v
+        for k, v in config.model.items()
+        if k not in MODEL_FIELDS and not (k in MODEL_DEFAULT and v == MODEL_DEFAULT[k])
+    }
     return _build_model(
-        config.model.name,
-        num_classes,
-        dtype=configs.compute_dtype(config.dtype),
-        **{k: v for k, v in config.model.items() if k not in MODEL_FIELDS},
+        config.model.name, num_classes, dtype=configs.compute_dtype(config.dtype), **options
     )
 
 
@@ -258,6 +294,9 @@ def train_step(config, model, tx, schedule, class_weights):
         ignore_index=config.data.ignore_index,
         class_weights=class_weights,
         label_smoothing=config.loss.label_smoothing,
+        loss_options=tuple(
+            (str(n), tuple(tuple(o) for o in opts)) for n, opts in config.loss.options
+        ),
     )
 
 
@@ -321,7 +360,7 @@ def evaluate(
     total = -(-len(source) // config.eval.batch_size)
     start = time.perf_counter()
     first = None  # (time, images) when the first batch is done
-    bar = tqdm.tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not progress)
+    bar = writer.Bar(batches, total=total, desc="evaluate", unit="batch", disable=not progress)
     for batch in bar:
         totals = eval_fn(variables, sharding.to_global(batch, mesh), totals)
         if first is None and timing is not None:

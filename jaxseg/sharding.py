@@ -6,11 +6,21 @@ train state is replicated. Models know nothing of this.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() when launched on several hosts (launch.sh sets
+    JAXSEG_MULTIHOST=1; the coordinator comes from the SLURM or TPU environment). Every entry
+    point calls this first: before any other jax call, and before grain shards by process."""
+    if os.environ.get("JAXSEG_MULTIHOST") == "1" and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
 
 
 def make_mesh(devices=None) -> Mesh:

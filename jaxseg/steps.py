@@ -27,6 +27,7 @@ def train_step(
     ignore_index: int = 255,
     class_weights=None,
     label_smoothing: float = 0.0,
+    loss_options: tuple[tuple[str, tuple], ...] = (),
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
@@ -35,10 +36,11 @@ def train_step(
     a resumed run draws the same randomness. BatchNorm statistics are computed over the
     whole global batch: under jit the batch is one array, whatever its sharding.
 
-    loss_terms: (name, weight) pairs of jaxseg.losses.LOSSES, summed.
+    loss_terms: (name, weight) pairs of jaxseg.losses.LOSSES, summed; loss_options:
+    (name, ((keyword, value), ...)) pairs of their options.
     aux_weights: (aux output name, weight) pairs: each auxiliary head's logits (upsampled to
     the input size) get the same loss terms, scaled by the weight.
-    Returns the new state and scalar metrics {"loss", "grad_norm", "lr"}.
+    Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
     images = normalize(batch["image"], mean, std)
     dropout_rng = jax.random.fold_in(rng, state.step)
@@ -53,7 +55,8 @@ def train_step(
             options={
                 "ce": {"label_smoothing": label_smoothing},
                 "boundary": {"distance": batch.get("distance")},
-            },
+            }
+            | {name: dict(pairs) for name, pairs in loss_options},
         )
 
     def loss_fn(params):
@@ -82,10 +85,13 @@ def train_step(
         batch_stats=batch_stats,
         opt_state=opt_state,
     )
+    grad_norm = optax.tree.norm(grads)
     return new_state, {
         "loss": loss,
-        "grad_norm": optax.tree.norm(grads),
+        "grad_norm": grad_norm,
         "lr": schedule(state.step),
+        # Read by the host at the log cadence and before saves: no per-step sync.
+        "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
     }
 
 

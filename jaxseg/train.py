@@ -11,6 +11,7 @@ TensorBoard events and checkpoints/: jaxseg.evaluate, predict and export read it
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -28,17 +29,29 @@ from jaxseg.models.pretrained import load_pretrained
 from jaxseg.state import count_params, create_train_state
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -> dict:
+def train_and_evaluate(
+    config, workdir: str, *, stop_after: int | None = None, allow_config_change: bool = False
+) -> dict:
     """Runs (or resumes) the run that config describes in workdir.
 
     Returns {"step": last step, "state": the TrainState, "scores": the last val scores}.
+    Whatever happens, everything the run opened (lock, checkpoint manager, writers, data
+    iterator and its workers, SIGTERM handler) is released when it returns or raises.
 
     stop_after: return after this many steps of this invocation, with a checkpoint, as a
-    preempted job would (used to test resume).
+    preempted job would (used to test resume). allow_config_change: resume a workdir whose
+    saved config trains something else (the change is recorded in the workdir).
     """
-    # ---- Set-up: options, mesh, data ----------------------------------------------------
+    with contextlib.ExitStack() as cleanup:
+        return _train(config, workdir, cleanup, stop_after, allow_config_change)
+
+
+def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
+    # ---- Set-up: options, lock, mesh, data -------------------------------------------------
     recipe.check_options(config)
     is_main = jax.process_index() == 0
+    if is_main:  # one run per workdir; a killed run's lock is taken over
+        cleanup.callback(run_files.RunLock(workdir).release)
     mesh = sharding.make_mesh()
     replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharding(mesh)
@@ -50,9 +63,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     class_names = tuple(train_source.class_names)
     num_classes = len(class_names)
     train_iter = recipe.train_iterator(config, train_source, local_batch)
-    # The workdir alone rebuilds the model and labels its output (jaxseg.workdir).
-    if is_main:
-        run_files.write(workdir, config, class_names)
+    cleanup.callback(getattr(train_iter, "close", lambda: None))  # threads, worker processes
 
     # ---- Model and optimizer -------------------------------------------------------------
     model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
@@ -69,28 +80,36 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
     )
-    state, start_step = checkpoint.restore_latest(manager, state, train_iter)
+    cleanup.callback(manager.close)  # waits for a save in flight
+    say = print if is_main else (lambda *a, **k: None)
+    resumable = manager.latest_step()
+    if resumable is not None and os.path.isfile(os.path.join(workdir, run_files.CONFIG)):
+        changes = run_files.check_resume_config(workdir, config, resumable, allow_config_change)
+        if changes:
+            say(f"resuming with changed settings: {', '.join(changes)} (config_changes.jsonl)")
+    state, start_step = checkpoint.restore_latest(manager, state, train_iter, log=say)
+    # The workdir alone rebuilds the model and labels its output (jaxseg.workdir).
+    if is_main:
+        run_files.write(workdir, config, class_names)
     if start_step == 0 and config.model.pretrained:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        log = print if is_main else (lambda *a: None)
-        variables = load_pretrained(model, jax.device_get(variables), config.model.pretrained, log)
+        variables = load_pretrained(model, jax.device_get(variables), config.model.pretrained, say)
         variables = jax.device_put(variables, replicated)
         state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
     if start_step == 0 and config.init_from:
         state = checkpoint.load_weights(config.init_from, state)
-    if is_main:
-        print(
-            f"jaxseg: {config.model.name} with {count_params(state.params):,} params on "
-            f"{mesh.devices.size} {jax.devices()[0].platform} device(s); "
-            f"{len(train_source)} train / {len(val_source)} val examples; workdir {workdir}"
-            + (f"; resumed at step {start_step}" if start_step else ""),
-            flush=True,
-        )
+    say(
+        f"jaxseg: {config.model.name} with {count_params(state.params):,} params on "
+        f"{mesh.devices.size} {jax.devices()[0].platform} device(s); "
+        f"{len(train_source)} train / {len(val_source)} val examples; workdir {workdir}"
+        + (f"; resumed at step {start_step}" if start_step else ""),
+        flush=True,
+    )
 
     # ---- Steps: jitted once, explicit shardings, the train state donated --------------
     class_weights = recipe.class_weights(config, train_source, workdir=workdir, progress=is_main)
-    if class_weights is not None and config.loss.class_weight_method and is_main:
-        print(f"class weights ({config.loss.class_weight_method}): {np.round(class_weights, 3)}")
+    if class_weights is not None and config.loss.class_weight_method:
+        say(f"class weights ({config.loss.class_weight_method}): {np.round(class_weights, 3)}")
     train_fn = jax.jit(
         recipe.train_step(config, model, tx, schedule, class_weights),
         in_shardings=(replicated, batch_sharding, replicated),
@@ -112,12 +131,15 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     # ---- Loop ------------------------------------------------------------------------
     # SIGTERM (preemption, scancel, Ctrl-C'd launchers): checkpoint, then exit cleanly.
     stop_requested = []
-    previous_handler = signal.getsignal(signal.SIGTERM)
     if is_main_thread():
+        cleanup.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
         signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
     log = writer.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
+    cleanup.callback(log.close)
     bar = writer.progress_bar(config.total_steps, start_step, enabled=is_main)
+    cleanup.callback(bar.close)
     pending, window_start, window_time = [], start_step, None
+    last_good = manager.latest_step()  # the newest checkpoint of a finite state
     scores = None
     step = start_step
     while step < config.total_steps:
@@ -131,8 +153,27 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
         bar.update(1)
 
         last = step == config.total_steps
-        if pending and (step % config.log_every == 0 or last):
+        stopping = bool(stop_requested) or (
+            stop_after is not None and step - start_step >= stop_after
+        )
+        saving = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
+        logging_now = step % config.log_every == 0 or last
+        if pending and (logging_now or saving or stopping):
+            # The steps' finite flags, read at the log cadence and before any save: a state
+            # that saw a non-finite loss or gradient is never checkpointed.
             fetched = jax.device_get(pending)
+            for offset, m in enumerate(fetched):
+                if not m["finite"]:
+                    bad = step - len(fetched) + offset + 1
+                    raise FloatingPointError(
+                        f"non-finite loss or gradient at step {bad} (loss {float(m['loss'])}); "
+                        + (
+                            f"the last good checkpoint is step {last_good} in {workdir}/checkpoints"
+                            if last_good is not None
+                            else "no checkpoint was saved before it"
+                        )
+                    )
+        if pending and logging_now:
             elapsed = time.perf_counter() - window_time
             images = (step - window_start) * config.batch_size
             img_per_sec = images / elapsed if images else float("nan")
@@ -148,8 +189,6 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
             )
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_per_sec:.1f}")
             pending, window_start, window_time = [], step, time.perf_counter()
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"train/loss is {loss} at step {step}; stopping")
 
         scores = None
         if (config.eval_every and step % config.eval_every == 0) or last:
@@ -158,13 +197,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
             bar.write(
                 f"step {step}: val mIoU {scores['miou']:.4f}  pixel acc {scores['pixel_acc']:.4f}"
             )
-        stopping = bool(stop_requested) or (
-            stop_after is not None and step - start_step >= stop_after
-        )
-        saving = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
         if saving or stopping:
             flat = {checkpoint.BEST_METRIC: scores["miou"]} if scores else None
             checkpoint.save(manager, step, state, train_iter, flat)
+            last_good = step
         if scores or saving:  # images/s measures training only
             window_start, window_time = step, time.perf_counter()
         if stopping:
@@ -176,10 +212,6 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None) -
     if step == config.total_steps and scores is None:  # resumed a finished run
         scores = run_eval(state)
     manager.wait_until_finished()
-    manager.close()
-    log.close()
-    if is_main_thread():
-        signal.signal(signal.SIGTERM, previous_handler)
     if scores is not None and is_main:
         print(f"validation at step {step}:\n{metrics.format_table(scores, class_names)}")
     return {"step": step, "state": state, "scores": scores}
@@ -195,6 +227,12 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_string(
         "workdir", None, "run directory (default runs/<experiment>[_<arg>])", flag_values=fv
     )
+    flags.DEFINE_bool(
+        "allow_config_change",
+        False,
+        "resume a workdir whose saved config trains something else (recorded there)",
+        flag_values=fv,
+    )
     return fv
 
 
@@ -206,10 +244,13 @@ def main(argv=None) -> None:
     if rest:
         configs.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
-    if os.environ.get("JAXSEG_MULTIHOST") == "1":  # set by launch.sh
-        jax.distributed.initialize()
+    sharding.initialize_distributed()
     try:  # options, paths, dataset names: the user's to fix, so one line, not a traceback
-        train_and_evaluate(fv.config, fv.workdir or configs.default_workdir(fv))
+        train_and_evaluate(
+            fv.config,
+            fv.workdir or configs.default_workdir(fv),
+            allow_config_change=fv.allow_config_change,
+        )
     except configs.ConfigError as e:
         configs.fail("jaxseg.train", str(e))
 

@@ -6,12 +6,16 @@ executing any Python from it:
     metrics.jsonl    one JSON object per line ("step", "train/loss", "val/miou", ...)
     checkpoints/     orbax steps (jaxseg.checkpoint)
     eval/            jaxseg.evaluate's reports
+    lock.json        the host, pid and start of the run training here (while it runs)
+    config_changes.jsonl  settings changed on resume with --allow_config_change
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
 
 import ml_collections
 
@@ -72,3 +76,121 @@ def read_dataset(workdir: str) -> dict:
         }
     except (KeyError, TypeError, ValueError) as e:
         raise configs.ConfigError(f"{where} is damaged: {type(e).__name__}: {e}") from None
+
+
+# ------------------------------------------------------------------------------ run lock
+
+LOCK = "lock.json"
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of pid (Linux /proc), to tell a reused pid from the holder."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process that wrote a lock on this host still runs."""
+    pid = int(holder.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    started = holder.get("process_start")
+    return started is None or _process_start(pid) in (None, started)
+
+
+class RunLock:
+    """<workdir>/lock.json while a run trains there: a second run in the same workdir is
+    refused with one line naming the holder; a lock whose process is gone (killed, on this
+    host) is stale and taken over. Release with release() (train does, in `finally`)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK)
+        os.makedirs(workdir, exist_ok=True)
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start": _process_start(os.getpid()),
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        for _ in range(2):  # a stale lock is removed once, then taken
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder.get("host") == me["host"] and not _alive(holder):
+                    os.remove(self.path)
+                    continue
+                raise configs.ConfigError(
+                    f"{workdir} is in use by the run of pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, started {holder.get('started')}; wait for it, "
+                    f"use another --workdir, or delete {self.path} if that run is gone"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.holder = me
+            return
+        raise configs.ConfigError(f"could not take the lock {self.path}")
+
+    def _holder(self) -> dict:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}  # being written or damaged: treated as another host's
+
+    def release(self) -> None:
+        if self._holder().get("pid") == self.holder["pid"]:
+            os.remove(self.path)
+
+
+# ------------------------------------------------------------------ a changed config
+
+# Fields that change what a resumed run trains are everything but these.
+FREE_TO_CHANGE = (
+    "eval",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "data.read_threads",
+    "data.prefetch",
+)
+CHANGES = "config_changes.jsonl"
+
+
+def training_changes(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
+    """{key: (saved, new)} of the fields outside FREE_TO_CHANGE that differ."""
+    old, new = configs.flat_items(saved), configs.flat_items(config)
+    return {
+        k: (old.get(k), new[k])
+        for k in new
+        if old.get(k) != new[k]
+        and k not in FREE_TO_CHANGE
+        and k.split(".")[0] not in FREE_TO_CHANGE
+    }
+
+
+def check_resume_config(
+    workdir: str, config: ml_collections.ConfigDict, step: int, allow: bool
+) -> dict:
+    """Refuses (ConfigError listing the differences) to resume `step` of workdir with a
+    config that trains something else, unless `allow`; then the change is appended to
+    config_changes.jsonl. Returns the changes."""
+    changes = training_changes(read_config(workdir), config)
+    if changes and not allow:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        raise configs.ConfigError(
+            f"{workdir} holds a run at step {step} trained with other settings ({listed}); "
+            "use a new --workdir, or pass --allow_config_change to resume with these"
+        )
+    if changes:
+        with open(os.path.join(workdir, CHANGES), "a") as f:
+            f.write(json.dumps({"step": step, "changes": changes}) + "\n")
+    return changes

@@ -58,9 +58,16 @@ def _scalar(value):
     return None if math.isnan(value) else value
 
 
+class Bar(tqdm.tqdm):
+    """tqdm without its monitor thread (it outlives the bar, so a finished or failed run
+    would leave a thread behind in the process; our bars need no monitoring)."""
+
+    monitor_interval = 0
+
+
 def progress_bar(total: int, initial: int, enabled: bool = True) -> tqdm.tqdm:
     """Steps done / total with rate and ETA; loss and images/s go in the postfix."""
-    return tqdm.tqdm(
+    return Bar(
         total=total,
         initial=initial,
         unit="step",

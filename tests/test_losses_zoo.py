@@ -1,5 +1,8 @@
 """Loss zoo: hand-computed values, float64 numpy references, limits, ignore handling."""
 
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import jax.test_util
@@ -465,3 +468,49 @@ def test_single_class_batch_is_finite(name):
     )
     assert np.isfinite(float(value))
     assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_loss_options_act_and_mistakes_are_refused():
+    """loss.options reaches the loss (focal gamma changes the loss), and options, class
+    weights or label smoothing that would not act are refused naming the field."""
+    import functools
+
+    import optax
+
+    from jaxseg import configs, recipe
+    from jaxseg.models import build_model
+    from jaxseg.state import create_train_state
+
+    unet = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "unet.py"
+    )
+    model = build_model("linear", 3)
+    state = create_train_state(model, optax.identity(), jax.random.key(0), (6, 6, 3))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (2, 6, 6, 3)), jnp.uint8),
+        "mask": jnp.asarray(rng.integers(0, 3, (2, 6, 6)), jnp.int32),
+    }
+
+    def loss_with(*overrides):
+        config = configs.load_experiment(unet, "--config.loss.terms=(('focal', 1.0),)", *overrides)
+        recipe.check_options(config)
+        step = recipe.train_step(
+            config, model, optax.identity(), optax.constant_schedule(0.0), None
+        )
+        return float(functools.partial(step)(state, batch, jax.random.key(0))[1]["loss"])
+
+    default = loss_with()
+    gamma0 = loss_with("--config.loss.options=(('focal', (('gamma', 0.0),)),)")
+    assert gamma0 > default  # gamma 0 is plain cross-entropy, larger than the focal default
+    mistakes = {
+        "(('focal', (('gama', 1.0),)),)": "'focal' takes gamma, alpha",
+        "(('dice', (('smooth', 1.0),)),)": "not in loss.terms",
+    }
+    for options, says in mistakes.items():
+        with pytest.raises(configs.ConfigError, match=re.escape(says)):
+            loss_with(f"--config.loss.options={options}")
+    with pytest.raises(configs.ConfigError, match="class weights act on the ce, ohem, topk"):
+        loss_with("--config.loss.class_weights=(1.0, 2.0, 3.0, 1.0, 1.0)")
+    with pytest.raises(configs.ConfigError, match="label_smoothing acts on the ce term"):
+        loss_with("--config.loss.label_smoothing=0.1")

@@ -125,3 +125,19 @@ def test_every_experiment_builds_its_model_full_and_quick(path):
 def test_every_model_has_an_experiment():
     names = {configs.load_experiment(p).model.name for p in EXPERIMENTS}
     assert set(MODELS) <= names, sorted(set(MODELS) - names)
+
+
+def test_module_defaults_are_base_configs():
+    """One source of truth: a model field that base_config() declares defaults to base
+    config's value, unless base_config defers to the model (recipe.MODEL_DEFAULT)."""
+    import dataclasses
+
+    base = configs.base_config().model
+    checked = 0
+    for name, module in MODELS.items():
+        for field in dataclasses.fields(module):
+            if field.name not in base or field.name in ("name", *recipe.MODEL_DEFAULT):
+                continue
+            assert field.default == base[field.name], (name, field.name)
+            checked += 1
+    assert checked >= 20  # the walk saw the fields

@@ -91,7 +91,7 @@ def test_deeplabv3plus_and_pspnet_param_counts_equal_hand_sums():
     ppm = 4 * (_conv(1, 2048, 512) + 1024)
     psp = R50 + ppm + _conv(3, 4096, 512) + 1024 + _conv(1, 512, 21, True)
     assert _count(PSPNet(21, aux_head=False)) == psp == 46_592_597
-    assert _count(PSPNet(21)) == psp + AUX21 == 48_957_802
+    assert _count(PSPNet(21, aux_head=True)) == psp + AUX21 == 48_957_802
 
 
 @pytest.mark.parametrize(
@@ -347,7 +347,8 @@ def test_deeplabv3plus_and_pspnet_match_torch_references():
     t = torch()
     t.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((1, 49, 61, 3)).astype(np.float32)
-    for model, ref in zip((DeepLabV3Plus(5), PSPNet(5)), _torch_references(5), strict=True):
+    pair = (DeepLabV3Plus(5), PSPNet(5, aux_head=True))
+    for model, ref in zip(pair, _torch_references(5), strict=True):
         ref.eval()
         randomize_batch_norm(ref)
         variables = _convert(model, x, ref)

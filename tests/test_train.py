@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, losses, sharding, steps
+from jaxseg import configs, losses, recipe, sharding, steps
 from jaxseg.data import options_of
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import create_train_state
@@ -163,6 +163,36 @@ def test_bfloat16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
     }
     with open(tmp_path / "metrics.jsonl") as f:
         assert np.isfinite(json.loads(f.readline())["train/loss"])
+    # config.dtype acts: every convolution of the step (forward and backward) runs in bf16,
+    # and in f32 without it.
+    for dtype, expected in (("bfloat16", jnp.bfloat16), ("float32", jnp.float32)):
+        c = _config(f"{unet}:quick", *TINY, f"--config.dtype={dtype}")
+        model, schedule, tx = recipe.model_and_optimizer(c, 5)
+        step = recipe.train_step(c, model, tx, schedule, None)
+        state = jax.eval_shape(
+            lambda m=model, t=tx: create_train_state(m, t, jax.random.key(0), (32, 32, 3))
+        )
+        batch = {
+            "image": jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.uint8),
+            "mask": jax.ShapeDtypeStruct((8, 32, 32), jnp.int32),
+        }
+        jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.key(0))
+        dtypes = _conv_input_dtypes(jaxpr.jaxpr)
+        assert len(dtypes) >= 3 * 10 and set(dtypes) == {jnp.dtype(expected)}, (dtype, dtypes)
+
+
+def _conv_input_dtypes(jaxpr) -> list:
+    """dtypes of the inputs of every conv_general_dilated in a jaxpr, nested ones included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            found += [v.aval.dtype for v in eqn.invars]
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _conv_input_dtypes(inner)
+    return found
 
 
 def test_eval_counts_equal_on_one_and_eight_devices():

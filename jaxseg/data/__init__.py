@@ -40,6 +40,7 @@ def _folder(
     ignore_index=255,
     max_pixels=89_478_485,
     skip_bad=False,
+    invalid_to_ignore=False,
 ):
     if not root:
         raise ValueError("data.root is empty: set --config.data.root=DIR (images/ and masks/)")
@@ -63,6 +64,7 @@ def _folder(
         ignore_index=ignore_index,
         max_pixels=max_pixels,
         skip_bad=skip_bad,
+        invalid_to_ignore=invalid_to_ignore,
     )
 
 
@@ -84,6 +86,7 @@ def _membrane(
     ignore_index: int = 255,
     max_pixels: int = 89_478_485,
     skip_bad: bool = False,
+    invalid_to_ignore: bool = False,
 ):
     if split == "test":
         raise ValueError("the membrane dataset has no test split (train: 0..24, val: 25..29)")
@@ -97,6 +100,7 @@ def _membrane(
         ignore_index=ignore_index,
         max_pixels=max_pixels,
         skip_bad=skip_bad,
+        invalid_to_ignore=invalid_to_ignore,
     )
 
 

@@ -92,6 +92,7 @@ class FolderSource:
         ignore_index: int = 255,
         max_pixels: int = 89_478_485,
         skip_bad: bool = False,
+        invalid_to_ignore: bool = False,
     ):
         """Args:
         root: dataset folder holding images_dir and masks_dir (and any split list files).
@@ -106,6 +107,8 @@ class FolderSource:
         max_pixels: images or masks with more pixels are refused (decompression bombs).
         skip_bad: decode every pair of the split now and drop the bad ones, recording them in
           `self.skipped` as (stem, reason); otherwise a bad pair raises when it is read.
+        invalid_to_ignore: mask values that are no class (outside [0, K), missing from
+          value_map, or colours not in the palette) become ignore_index instead of an error.
         """
         self.root = root
         self.split = split
@@ -114,6 +117,7 @@ class FolderSource:
             raise ValueError("class_names must not be empty")
         self.ignore_index = int(ignore_index)
         self.max_pixels = int(max_pixels)
+        self.invalid_to_ignore = bool(invalid_to_ignore)
         self.value_map = (
             None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
         )
@@ -299,7 +303,9 @@ class FolderSource:
         bad = present[
             ((present < 0) | (present >= len(self.class_names))) & (present != self.ignore_index)
         ]
-        if bad.size:
+        if bad.size and self.invalid_to_ignore:
+            mask = np.where(np.isin(mask, bad), self.ignore_index, mask)
+        elif bad.size:
             raise BadExampleError(
                 f"{path}: mask values {bad[:10].tolist()} are outside [0, {len(self.class_names)})"
                 f" and not ignore_index={self.ignore_index}"
@@ -310,12 +316,14 @@ class FolderSource:
     def _apply_value_map(self, values: np.ndarray, path: str) -> np.ndarray:
         present = _unique(values)
         missing = [int(v) for v in present if int(v) not in self.value_map]
-        if missing:
+        if missing and not self.invalid_to_ignore:
             raise BadExampleError(
                 f"{path}: mask values {missing[:10]} are not in value_map "
                 f"(keys {sorted(self.value_map)[:10]})"
             )
-        mapped = np.array([self.value_map[int(v)] for v in present], dtype=np.int64)
+        mapped = np.array(
+            [self.value_map.get(int(v), self.ignore_index) for v in present], dtype=np.int64
+        )
         # present is sorted, so searchsorted gives each pixel's position in it.
         return mapped[np.searchsorted(present, values)]
 
@@ -332,13 +340,13 @@ class FolderSource:
         keys = self._palette_keys
         pos = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
         known = keys[pos] == codes
-        if not known.all():
+        if not known.all() and not self.invalid_to_ignore:
             unknown = np.unique(codes[~known])
             raise BadExampleError(
                 f"{path}: {int((~known).sum())} pixels have colours not in the palette, "
                 f"first {_colours(unknown[:5])}"
             )
-        return self._palette_classes[pos]
+        return np.where(known, self._palette_classes[pos], self.ignore_index)
 
     def __repr__(self) -> str:
         return (

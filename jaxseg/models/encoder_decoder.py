@@ -27,7 +27,7 @@ class EncoderDecoder(nn.Module):
 
     num_classes: int
     base_width: int = 64
-    transpose_impl: str = "plain"
+    transpose_impl: str = "depth_to_space"  # or plain: the same function
     dtype: Any = jnp.float32
 
     @nn.compact

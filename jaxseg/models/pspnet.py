@@ -57,7 +57,7 @@ class PSPNet(nn.Module):
 
     num_classes: int
     backbone: str = "resnet50"
-    aux_head: bool = True
+    aux_head: bool = False
     atrous_impl: str = "plain"
     dtype: Any = jnp.float32
 

@@ -40,7 +40,7 @@ class UNet(nn.Module):
     base_width: int = 64
     depth: int = 4
     up_mode: str = "transpose"  # transpose | bilinear
-    transpose_impl: str = "plain"  # plain | depth_to_space: the same 2x2 transposed conv
+    transpose_impl: str = "depth_to_space"  # or plain: the same 2x2 transposed conv
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact

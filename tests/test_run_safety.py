@@ -1,0 +1,127 @@
+"""Runs that never lose work and never ignore what they were told: cleanup on failure,
+non-finite losses, one run per workdir, changed configs on resume, damaged checkpoints."""
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import jax
+import pytest
+
+from jaxseg import configs
+from jaxseg import workdir as run_files
+from jaxseg.train import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNET = os.path.join(ROOT, "experiments", "unet.py") + ":quick"
+TINY = [
+    "--config.data.image_size=(16, 16)",
+    "--config.eval.size=(16, 16)",
+    "--config.data.num_val=8",
+    "--config.batch_size=8",
+    "--config.eval.batch_size=8",
+    "--config.model.base_width=4",
+    "--config.model.depth=2",
+    "--config.log_every=1",
+    "--config.eval_every=0",
+    "--config.checkpoint_every=2",
+    "--config.total_steps=2",
+]
+NAN_DATA = "--config.data.std=(0.0, 0.0, 0.0)"  # images / 0: a non-finite loss at once
+
+
+def _config(*overrides):
+    return configs.load_experiment(UNET, *TINY, *overrides)
+
+
+def test_failed_run_releases_everything_and_saves_nothing(tmp_path):
+    handler = signal.getsignal(signal.SIGTERM)
+    threads = threading.active_count()
+    arrays = len(jax.live_arrays())
+    with pytest.raises(FloatingPointError) as failure:
+        train_and_evaluate(_config(NAN_DATA, "--config.checkpoint_every=1"), str(tmp_path))
+    message = str(failure.value)
+    assert "non-finite loss or gradient at step 1" in message
+    assert "no checkpoint was saved before it" in message
+    del failure  # its traceback holds the run's frames
+    gc.collect()
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert threading.active_count() == threads
+    assert len(jax.live_arrays()) == arrays
+    assert not os.path.exists(tmp_path / run_files.LOCK)
+    steps = [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+    assert steps == []  # the non-finite state was not saved
+
+
+def test_config_change_on_resume_is_refused_or_recorded(tmp_path):
+    train_and_evaluate(_config(), str(tmp_path))
+    more = ["--config.total_steps=4", "--config.optim.lr=0.01"]
+    with pytest.raises(configs.ConfigError) as refused:
+        train_and_evaluate(_config(*more), str(tmp_path))
+    assert "total_steps: 2 -> 4" in str(refused.value) and "optim.lr: 0.006 -> 0.01" in str(
+        refused.value
+    )
+    assert "--allow_config_change" in str(refused.value)
+    # Evaluation-only fields change freely; a non-finite step names the last good checkpoint.
+    with pytest.raises(FloatingPointError, match="step 3 .*last good checkpoint is step 2"):
+        train_and_evaluate(
+            _config(*more, NAN_DATA, "--config.eval.batch_size=16"),
+            str(tmp_path),
+            allow_config_change=True,
+        )
+    with open(tmp_path / run_files.CHANGES) as f:
+        recorded = json.loads(f.readline())
+    assert recorded["step"] == 2
+    assert set(recorded["changes"]) == {"total_steps", "optim.lr", "data.std"}
+
+
+def test_second_run_in_a_workdir_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
+    held = run_files.RunLock(str(tmp_path))
+    try:
+        with pytest.raises(configs.ConfigError, match=f"pid {os.getpid()} on"):
+            run_files.RunLock(str(tmp_path))
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        command = [sys.executable, "-m", "jaxseg.train", "--config", UNET, *TINY]
+        done = subprocess.run(
+            [*command, f"--workdir={tmp_path}"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"in use by the run of pid {os.getpid()}" in lines[0]
+    finally:
+        held.release()
+    # A lock left by a process that is gone is stale: taken over.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with open(tmp_path / run_files.LOCK, "w") as f:
+        json.dump({"host": held.holder["host"], "pid": gone.pid, "started": "then"}, f)
+    again = run_files.RunLock(str(tmp_path))
+    assert again.holder["pid"] == os.getpid()
+    again.release()
+    assert not os.path.exists(tmp_path / run_files.LOCK)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    train_and_evaluate(_config("--config.total_steps=4"), str(tmp_path))
+    state_dir = tmp_path / "checkpoints" / "4" / "state"
+    victims = [p for p in state_dir.rglob("*") if p.is_file() and p.stat().st_size > 0]
+    for path in victims:  # truncate every array file of the newest step
+        if "d" in path.relative_to(state_dir).parts[:1] or path.name.startswith("ocdbt"):
+            path.write_bytes(path.read_bytes()[:10])
+    more = _config("--config.total_steps=6")
+    result = train_and_evaluate(more, str(tmp_path), allow_config_change=True)
+    out = capsys.readouterr().out
+    assert "warning: checkpoint 4" in out and "resuming from step 2" in out
+    assert "resumed at step 2" in out
+    assert result["step"] == 6
+    assert (tmp_path / "damaged_checkpoints" / "4").is_dir()
+    assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())[-1] == 6
