@@ -88,6 +88,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
             + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
         )
     _check_loss(config.loss)
+    optimizer(config)  # names an unknown optim.name or optim.schedule
     if config.eval.mode == "whole":
         unused = [k for k in _changed("eval", config) if k in SLIDE_FIELDS]
         if unused:
@@ -251,27 +252,36 @@ def build_model(config, num_classes: int):
     )
 
 
+def optimizer(config):
+    """(lr schedule, optax transformation) as config.optim says."""
+    o = config.optim
+    try:
+        schedule = make_schedule(
+            o.schedule,
+            o.lr,
+            config.total_steps,
+            warmup_steps=o.warmup_steps,
+            poly_power=o.poly_power,
+            end_lr=o.end_lr,
+        )
+        tx = make_optimizer(
+            o.name,
+            schedule,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            b1=o.b1,
+            b2=o.b2,
+            weight_decay=o.weight_decay,
+            grad_clip=o.grad_clip,
+        )
+    except ValueError as e:  # an unknown optim.name or optim.schedule
+        raise configs.ConfigError(f"optim: {e}") from None
+    return schedule, tx
+
+
 def model_and_optimizer(config, num_classes: int):
     """(model, lr schedule, optax transformation) as config.model and config.optim say."""
-    o = config.optim
-    schedule = make_schedule(
-        o.schedule,
-        o.lr,
-        config.total_steps,
-        warmup_steps=o.warmup_steps,
-        poly_power=o.poly_power,
-        end_lr=o.end_lr,
-    )
-    tx = make_optimizer(
-        o.name,
-        schedule,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        b1=o.b1,
-        b2=o.b2,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-    )
+    schedule, tx = optimizer(config)
     return build_model(config, num_classes), schedule, tx
 
 

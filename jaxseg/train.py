@@ -50,8 +50,6 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     # ---- Set-up: options, lock, mesh, data -------------------------------------------------
     recipe.check_options(config)
     is_main = jax.process_index() == 0
-    if is_main:  # one run per workdir; a killed run's lock is taken over
-        cleanup.callback(run_files.RunLock(workdir).release)
     mesh = sharding.make_mesh()
     replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharding(mesh)
@@ -64,6 +62,8 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     num_classes = len(class_names)
     train_iter = recipe.train_iterator(config, train_source, local_batch)
     cleanup.callback(getattr(train_iter, "close", lambda: None))  # threads, worker processes
+    if is_main:  # one run per workdir (nothing is written there before); stale locks taken
+        cleanup.callback(run_files.RunLock(workdir).release)
 
     # ---- Model and optimizer -------------------------------------------------------------
     model, schedule, tx = recipe.model_and_optimizer(config, num_classes)

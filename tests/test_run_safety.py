@@ -125,3 +125,36 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     assert result["step"] == 6
     assert (tmp_path / "damaged_checkpoints" / "4").is_dir()
     assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())[-1] == 6
+
+
+def test_common_mistakes_end_in_one_line_and_exit_2(tmp_path, capsys):
+    """A user's mistake is not a crash: config, paths and data errors through the command
+    line end in one line naming the key or file, exit 2, and leave no workdir behind."""
+    from jaxseg import train
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    folder = ["--config.data.name=folder", f"--config.data.root={tmp_path / 'data'}"]
+    mistakes = [
+        ([*folder], "data.class_names is empty"),
+        (
+            ["--config.data.name=folder", f"--config.data.root={tmp_path / 'nope'}"]
+            + ["--config.data.class_names=('a', 'b')"],
+            f"images directory not found: {tmp_path / 'nope'}",
+        ),
+        ([*folder, "--config.data.class_names=('a', 'b')"], "no image/mask pairs"),
+        (["--config.loss.terms=(('dcie', 1.0),)"], "loss.terms names ['dcie']"),
+        (["--config.model.name=unett"], "model.name='unett' is unknown; valid:"),
+        (["--config.data.name=shape"], "unknown dataset 'shape'"),
+        (["--config.optim.name=sgdd"], "unknown optimizer 'sgdd'"),
+        (["--config.optim.schedule=linear"], "unknown schedule 'linear'"),
+    ]
+    for i, (args, says) in enumerate(mistakes):
+        workdir = tmp_path / f"run{i}"
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["--config", UNET, *args, f"--workdir={workdir}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2, args
+        assert len(err) == 1 and err[0].startswith("jaxseg.train: error:"), err
+        assert says in err[0], (says, err[0])
+        assert not workdir.exists(), args
