@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 
-from jaxseg import writer
+from jaxseg import sharding, writer
 
 METHODS = ("inverse", "median", "enet")
 ENET_C = 1.02
@@ -96,6 +97,19 @@ def compute_weights(pixel_counts, present_pixels, method: str) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+class _Subset:
+    """source[indices[i]] as item i (this process's share of a source)."""
+
+    def __init__(self, source, indices):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.source[self.indices[i]]
+
+
 def class_weights(
     source,
     num_classes: int,
@@ -110,7 +124,9 @@ def class_weights(
     The cache holds {"method", "num_classes", "ignore_index", "source": repr(source), "weights",
     "pixel_counts", "present_pixels"}. It is reused when method, num_classes, ignore_index and
     repr(source) all match (so a source's repr must name everything that changes its masks);
-    otherwise the counts are taken again and the file is overwritten.
+    otherwise the counts are taken again and the file is overwritten. On several processes
+    each counts its share of the examples, the counts are summed exactly, and process 0
+    alone writes the cache.
 
     Returns:
       f32[K], see compute_weights.
@@ -129,15 +145,22 @@ def class_weights(
             cached = json.load(f)
     except (OSError, ValueError):
         cached = None
+    weights = None
     if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
         weights = np.asarray(cached.get("weights", ()), np.float32)
-        if weights.shape == (num_classes,):
-            return weights
-
-    pixel_counts, present_pixels = class_frequencies(
-        source, num_classes, ignore_index=ignore_index, progress=progress
-    )
+        if weights.shape != (num_classes,):
+            weights = None
+    # Counting is a collective: count when any process lacks the cache (a file system not
+    # shared by every host), each process its share of the examples, summed exactly.
+    if not sharding.any_process(weights is None):
+        return weights
+    index, processes = jax.process_index(), jax.process_count()
+    share = _Subset(source, range(index, len(source), processes))
+    counts = class_frequencies(share, num_classes, ignore_index=ignore_index, progress=progress)
+    pixel_counts, present_pixels = sharding.sum_over_processes(np.stack(counts))
     weights = compute_weights(pixel_counts, present_pixels, method)
+    if index != 0:  # one writer
+        return weights
     record = {
         **key,
         "weights": [float(w) for w in weights],

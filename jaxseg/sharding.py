@@ -55,3 +55,26 @@ def to_global(batch: dict, mesh: Mesh) -> dict:
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
     }
+
+
+def any_process(flag: bool) -> bool:
+    """Whether flag is set on any process: the same answer everywhere (a collective, so
+    every process must call it at the same point). One process: the flag itself."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def sum_over_processes(counts: np.ndarray) -> np.ndarray:
+    """int64 counts summed over every process (exactly: sent as two 31-bit halves, since
+    jax arrays are 32-bit by default). One process: the counts themselves."""
+    counts = np.asarray(counts, np.int64)
+    if jax.process_count() == 1:
+        return counts
+    from jax.experimental import multihost_utils
+
+    halves = np.stack([counts >> 31, counts & (2**31 - 1)]).astype(np.int32)
+    gathered = np.asarray(multihost_utils.process_allgather(halves), np.int64)
+    return (gathered[:, 0] << 31).sum(0) + gathered[:, 1].sum(0)

@@ -28,6 +28,8 @@ from jaxseg import workdir as run_files
 from jaxseg.models.pretrained import load_pretrained
 from jaxseg.state import count_params, create_train_state
 
+STOP_CHECK_EVERY = 5  # steps between the processes' collective stop decisions
+
 
 def train_and_evaluate(
     config, workdir: str, *, stop_after: int | None = None, allow_config_change: bool = False
@@ -153,9 +155,12 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
         bar.update(1)
 
         last = step == config.total_steps
-        stopping = bool(stop_requested) or (
-            stop_after is not None and step - start_step >= stop_after
-        )
+        # A SIGTERM reaches one host first: every process decides together, at a fixed
+        # cadence, so all save the same step (one stopping alone would hang the others in
+        # their next collective). One process checks every step.
+        stopping = stop_after is not None and step - start_step >= stop_after
+        if jax.process_count() == 1 or step % STOP_CHECK_EVERY == 0:
+            stopping = sharding.any_process(bool(stop_requested)) or stopping
         saving = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
         logging_now = step % config.log_every == 0 or last
         if pending and (logging_now or saving or stopping):

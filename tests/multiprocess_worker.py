@@ -7,12 +7,7 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
+import numpy as np
 
 
 class IndexSource:
@@ -32,11 +27,28 @@ class IndexSource:
         return {"image": image, "mask": np.zeros((4, 4), np.uint8)}
 
 
+class StripeSource(IndexSource):
+    """Masks of three classes in example-dependent stripes (class counts differ by example)."""
+
+    class_names = ("a", "b", "c")
+
+    def __getitem__(self, i):
+        mask = np.zeros((4, 4), np.uint8)
+        mask[: i % 4] = 1
+        mask[:, : (i // 4) % 3] = 2
+        return {"image": super().__getitem__(i)["image"], "mask": mask}
+
+
 def _ids(images):
     return (images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)).tolist()
 
 
 def main():
+    # Here, not at import: the test imports StripeSource without touching its own jax.
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     process_id, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
     from jaxseg import sharding
@@ -60,9 +72,15 @@ def main():
         eval_ids += [i for i, v in zip(_ids(b["image"]), b["valid"], strict=True) if v]
         eval_batch_count += 1
         sharding.to_global(b, mesh)  # every process must be able to assemble every batch
+    # Class weights: each process counts its share, the sums are exact, process 0 writes.
+    from jaxseg.class_weights import class_weights
+
+    workdir = os.path.join(os.path.dirname(out), "weights_run")
+    weights = class_weights(StripeSource(23), 3, "median", workdir=workdir, progress=False).tolist()
     with open(out, "w") as f:
         json.dump(
             {
+                "class_weights": weights,
                 "process_count": jax.process_count(),
                 "device_count": jax.device_count(),
                 "per_process_batch": per_process,

@@ -46,3 +46,70 @@ def test_two_processes_shard_data_and_build_one_global_batch(tmp_path):
     # Evaluation: every example exactly once, the same number of batches on both processes.
     assert r0["eval_batches"] == r1["eval_batches"]
     assert sorted(r0["eval_ids"] + r1["eval_ids"]) == list(range(13))
+    # Class weights counted in two shares equal those of one process over all examples.
+    sys.path.insert(0, os.path.dirname(WORKER))
+    from multiprocess_worker import StripeSource
+
+    from jaxseg.class_weights import class_frequencies, compute_weights
+
+    whole = compute_weights(*class_frequencies(StripeSource(23), 3, progress=False), "median")
+    assert r0["class_weights"] == r1["class_weights"] == whole.tolist()
+    cached = json.loads((tmp_path / "weights_run" / "class_weights.json").read_text())
+    assert cached["weights"] == whole.tolist()
+
+
+TRAIN_WORKER = os.path.join(os.path.dirname(WORKER), "multiprocess_train_worker.py")
+
+
+def _start_pair(tmp_path, workdir, tag):
+    port = str(portpicker.pick_unused_port())
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    logs = [open(tmp_path / f"{tag}{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    procs = [
+        subprocess.Popen(
+            [sys.executable, TRAIN_WORKER, str(i), port, str(workdir)],
+            cwd=ROOT,
+            env=env,
+            stdout=logs[i],
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    return procs, logs
+
+
+def _wait_pair(tmp_path, procs, logs, tag):
+    try:
+        for i, p in enumerate(procs):
+            p.wait(timeout=300)
+            assert p.returncode == 0, (tmp_path / f"{tag}{i}.log").read_text()[-3000:]
+    finally:
+        for p, log in zip(procs, logs, strict=True):
+            p.kill()
+            log.close()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_both_resume(tmp_path):
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    procs, logs = _start_pair(tmp_path, workdir, "first")
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), (
+            tmp_path / "first0.log"
+        ).read_text()[-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # one host hears it first
+    _wait_pair(tmp_path, procs, logs, "first")
+    steps = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+    assert len(steps) == 1 and 3 <= steps[0] < 30, steps
+    assert steps[0] % 5 == 0  # the collective decision's cadence
+
+    procs, logs = _start_pair(tmp_path, workdir, "again")
+    _wait_pair(tmp_path, procs, logs, "again")
+    assert f"resumed at step {steps[0]}" in (tmp_path / "again0.log").read_text()
+    for i in range(2):
+        assert "ended at step 30" in (tmp_path / f"again{i}.log").read_text()

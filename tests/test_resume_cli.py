@@ -28,7 +28,7 @@ COMMAND = [
     "--config.batch_size=8",
     "--config.eval.batch_size=8",
     "--config.model.base_width=4",
-    "--config.total_steps=60",
+    "--config.total_steps=30",
     "--config.log_every=5",
     "--config.eval_every=0",
     "--config.checkpoint_every=5",
@@ -76,7 +76,7 @@ def test_sigkill_then_same_command_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     done = [int(d) for d in os.listdir(killed / "checkpoints") if d.isdigit()]
-    assert done and max(done) < 60
+    assert done and max(done) < 30
 
     out = subprocess.run(
         [*COMMAND, f"--workdir={killed}"],
