@@ -112,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999  # adamw beta2
     c.optim.weight_decay = 1e-4  # decoupled for adamw, L2 for sgd; never on BatchNorm or biases
     c.optim.grad_clip = 0.0  # clip the global gradient norm to this value; 0 disables
+    # Non-finite steps skipped in a row (no update, BatchNorm statistics kept) before the run
+    # stops; 0 stops at the first. Skips are logged as train/skipped.
+    c.optim.skip_nonfinite = 0
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES

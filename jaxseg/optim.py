@@ -46,8 +46,12 @@ def make_optimizer(
     b2: float = 0.999,
     weight_decay: float = 0.0,
     grad_clip: float = 0.0,
+    skip_nonfinite: int = 0,
 ) -> optax.GradientTransformation:
-    """SGD (L2 weight decay added to the gradient, as in torch.optim.SGD) or AdamW."""
+    """SGD (L2 weight decay added to the gradient, as in torch.optim.SGD) or AdamW.
+
+    skip_nonfinite > 0: updates from non-finite gradients are skipped (optax.apply_if_finite),
+    up to that many in a row; the next one would be applied, so the trainer stops first."""
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     if name == "sgd":
         if weight_decay:
@@ -59,4 +63,5 @@ def make_optimizer(
         )
     else:
         raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    return optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite > 0 else tx

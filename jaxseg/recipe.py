@@ -273,6 +273,7 @@ def optimizer(config):
             b2=o.b2,
             weight_decay=o.weight_decay,
             grad_clip=o.grad_clip,
+            skip_nonfinite=o.skip_nonfinite,
         )
     except ValueError as e:  # an unknown optim.name or optim.schedule
         raise configs.ConfigError(f"optim: {e}") from None
@@ -304,6 +305,7 @@ def train_step(config, model, tx, schedule, class_weights):
         ignore_index=config.data.ignore_index,
         class_weights=class_weights,
         label_smoothing=config.loss.label_smoothing,
+        keep_stats_if_nonfinite=config.optim.skip_nonfinite > 0,
         loss_options=tuple(
             (str(n), tuple(tuple(o) for o in opts)) for n, opts in config.loss.options
         ),

@@ -28,6 +28,7 @@ def train_step(
     class_weights=None,
     label_smoothing: float = 0.0,
     loss_options: tuple[tuple[str, tuple], ...] = (),
+    keep_stats_if_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
@@ -40,6 +41,8 @@ def train_step(
     (name, ((keyword, value), ...)) pairs of their options.
     aux_weights: (aux output name, weight) pairs: each auxiliary head's logits (upsampled to
     the input size) get the same loss terms, scaled by the weight.
+    keep_stats_if_nonfinite: a non-finite step keeps the old BatchNorm statistics (with an
+    optimizer that skips such updates: optim.skip_nonfinite).
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
     images = normalize(batch["image"], mean, std)
@@ -78,6 +81,12 @@ def train_step(
         return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if keep_stats_if_nonfinite:
+        batch_stats = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats
+        )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
@@ -85,13 +94,12 @@ def train_step(
         batch_stats=batch_stats,
         opt_state=opt_state,
     )
-    grad_norm = optax.tree.norm(grads)
     return new_state, {
         "loss": loss,
         "grad_norm": grad_norm,
         "lr": schedule(state.step),
         # Read by the host at the log cadence and before saves: no per-step sync.
-        "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+        "finite": finite,
     }
 
 

@@ -142,6 +142,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     cleanup.callback(bar.close)
     pending, window_start, window_time = [], start_step, None
     last_good = manager.latest_step()  # the newest checkpoint of a finite state
+    in_a_row, skipped = 0, 0  # non-finite steps (skipped with optim.skip_nonfinite)
     scores = None
     step = start_step
     while step < config.total_steps:
@@ -168,10 +169,19 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
             # that saw a non-finite loss or gradient is never checkpointed.
             fetched = jax.device_get(pending)
             for offset, m in enumerate(fetched):
-                if not m["finite"]:
+                in_a_row = 0 if m["finite"] else in_a_row + 1
+                skipped += not m["finite"]
+                if in_a_row > config.optim.skip_nonfinite:  # optax would apply the next
                     bad = step - len(fetched) + offset + 1
                     raise FloatingPointError(
-                        f"non-finite loss or gradient at step {bad} (loss {float(m['loss'])}); "
+                        f"non-finite loss or gradient at step {bad} (loss {float(m['loss'])}"
+                        + (
+                            f", after {in_a_row - 1} skipped in a row: optim.skip_nonfinite="
+                            f"{config.optim.skip_nonfinite}"
+                            if config.optim.skip_nonfinite
+                            else ""
+                        )
+                        + "); "
                         + (
                             f"the last good checkpoint is step {last_good} in {workdir}/checkpoints"
                             if last_good is not None
@@ -190,7 +200,8 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
                     "train/lr": fetched[-1]["lr"],
                     "train/grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
                     "train/img_per_sec": img_per_sec,
-                },
+                }
+                | ({"train/skipped": skipped} if config.optim.skip_nonfinite else {}),
             )
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_per_sec:.1f}")
             pending, window_start, window_time = [], step, time.perf_counter()

@@ -158,3 +158,34 @@ def test_common_mistakes_end_in_one_line_and_exit_2(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("jaxseg.train: error:"), err
         assert says in err[0], (says, err[0])
         assert not workdir.exists(), args
+
+
+def test_skip_budget_skips_non_finite_steps_then_stops(tmp_path):
+    """optim.skip_nonfinite=2: two non-finite steps are skipped (params and BatchNorm
+    statistics untouched, both saved finite), the third stops the run before optax would
+    apply it."""
+    import numpy as np
+    import optax
+
+    from jaxseg import checkpoint
+    from jaxseg.models import build_model
+    from jaxseg.state import create_train_state
+
+    config = _config(
+        NAN_DATA,
+        "--config.optim.skip_nonfinite=2",
+        "--config.checkpoint_every=1",
+        "--config.total_steps=5",
+    )
+    with pytest.raises(FloatingPointError, match="step 3 .*after 2 skipped in a row"):
+        train_and_evaluate(config, str(tmp_path))
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    assert steps == [1, 2]
+    model = build_model("unet", 5, base_width=4, depth=2)
+    fresh = create_train_state(model, optax.identity(), jax.random.key(0), (16, 16, 3))
+    saved = checkpoint.load_weights(str(tmp_path / "checkpoints" / "2"), fresh)
+    for leaf in jax.tree.leaves((saved.params, saved.batch_stats)):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["train/skipped"] for r in rows] == [1, 2]
