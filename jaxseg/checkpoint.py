@@ -7,6 +7,8 @@ process's grain iterator state). Saves are asynchronous. Kept: the newest
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -56,21 +58,64 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
         cleanup_tmp_directories=True,  # a save cut off by a crash leaves a tmp dir
     )
     return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options, item_names=("state", "data")
+        os.path.abspath(directory), options=options, item_names=("state", "data", "log")
     )
 
 
-def save(manager, step: int, state, data_iterator, metrics: dict | None = None) -> None:
-    """Starts an asynchronous save; the iterator state is captured before this returns."""
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-        ),
-        metrics={BEST_METRIC: metrics[BEST_METRIC]} if metrics else None,
-        force=True,
-    )
+class DiskFullError(OSError):
+    """A checkpoint could not be written: no space left. The ones before it are intact."""
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    while error is not None:  # orbax re-raises a background thread's error, wrapped
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _diagnose(manager):
+    try:
+        yield
+    except Exception as e:
+        if _disk_full(e):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on the device while writing a checkpoint in {manager.directory}; "
+                f"the checkpoints before it are intact: free space, then run the same command "
+                f"again to resume",
+            ) from e
+        raise
+
+
+def save(
+    manager, step: int, state, data_iterator, metrics: dict | None = None, log: dict | None = None
+) -> None:
+    """Starts an asynchronous save; the iterator state is captured before this returns.
+    log: small JSON-able host state of the trainer (its unlogged steps), saved as "log".
+    A full disk (here or from the previous save's background write) raises DiskFullError."""
+    items = {
+        "state": ocp.args.StandardSave(state),
+        "data": grain.checkpoint.CheckpointSave(data_iterator),
+    }
+    if log is not None:
+        items["log"] = ocp.args.JsonSave(log)
+    with _diagnose(manager):
+        manager.save(
+            step,
+            args=ocp.args.Composite(**items),
+            metrics={BEST_METRIC: metrics[BEST_METRIC]} if metrics else None,
+            force=True,
+        )
+
+
+def wait(manager) -> None:
+    """Waits for the save in flight; DiskFullError when the disk filled up."""
+    with _diagnose(manager):
+        manager.wait_until_finished()
 
 
 def restore_latest(manager, state, data_iterator, *, log=print):
@@ -115,6 +160,14 @@ def restore_latest(manager, state, data_iterator, *, log=print):
     if failed:
         raise failed[0][1]
     return state, 0
+
+
+def restore_log(manager, step: int) -> dict | None:
+    """The trainer's "log" item of checkpoint `step` (None for checkpoints without one)."""
+    try:
+        return manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore()))["log"]
+    except Exception:  # written before the item existed, or unreadable: start a new window
+        return None
 
 
 def _state_restores(manager, step: int, state) -> bool:

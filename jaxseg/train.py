@@ -140,9 +140,13 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     cleanup.callback(log.close)
     bar = writer.progress_bar(config.total_steps, start_step, enabled=is_main)
     cleanup.callback(bar.close)
+    # The steps since the last log line, as host floats; saved with each checkpoint, so the
+    # first line after a resume averages the same steps as an uninterrupted run's.
+    carried = checkpoint.restore_log(manager, start_step) if start_step else None
+    carried = carried or {"steps": [], "in_a_row": 0, "skipped": 0}
+    window, in_a_row, skipped = carried["steps"], carried["in_a_row"], carried["skipped"]
     pending, window_start, window_time = [], start_step, None
     last_good = manager.latest_step()  # the newest checkpoint of a finite state
-    in_a_row, skipped = 0, 0  # non-finite steps (skipped with optim.skip_nonfinite)
     scores = None
     step = start_step
     while step < config.total_steps:
@@ -167,7 +171,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
         if pending and (logging_now or saving or stopping):
             # The steps' finite flags, read at the log cadence and before any save: a state
             # that saw a non-finite loss or gradient is never checkpointed.
-            fetched = jax.device_get(pending)
+            fetched, pending = jax.device_get(pending), []
             for offset, m in enumerate(fetched):
                 in_a_row = 0 if m["finite"] else in_a_row + 1
                 skipped += not m["finite"]
@@ -188,23 +192,25 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
                             else "no checkpoint was saved before it"
                         )
                     )
-        if pending and logging_now:
+            window += [{k: float(m[k]) for k in ("loss", "grad_norm", "lr")} for m in fetched]
+        if window and logging_now:
             elapsed = time.perf_counter() - window_time
             images = (step - window_start) * config.batch_size
             img_per_sec = images / elapsed if images else float("nan")
-            loss = float(np.mean([m["loss"] for m in fetched]))
+            loss = float(np.mean(np.asarray([m["loss"] for m in window], np.float32)))
+            grad_norm = float(np.mean(np.asarray([m["grad_norm"] for m in window], np.float32)))
             log.write(
                 step,
                 {
                     "train/loss": loss,
-                    "train/lr": fetched[-1]["lr"],
-                    "train/grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
+                    "train/lr": window[-1]["lr"],
+                    "train/grad_norm": grad_norm,
                     "train/img_per_sec": img_per_sec,
                 }
                 | ({"train/skipped": skipped} if config.optim.skip_nonfinite else {}),
             )
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_per_sec:.1f}")
-            pending, window_start, window_time = [], step, time.perf_counter()
+            window, window_start, window_time = [], step, time.perf_counter()
 
         scores = None
         if (config.eval_every and step % config.eval_every == 0) or last:
@@ -215,7 +221,8 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
             )
         if saving or stopping:
             flat = {checkpoint.BEST_METRIC: scores["miou"]} if scores else None
-            checkpoint.save(manager, step, state, train_iter, flat)
+            log_state = {"steps": window, "in_a_row": in_a_row, "skipped": skipped}
+            checkpoint.save(manager, step, state, train_iter, flat, log_state)
             last_good = step
         if scores or saving:  # images/s measures training only
             window_start, window_time = step, time.perf_counter()
@@ -227,7 +234,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     # ---- End: wait for checkpoints, report ------------------------------------------------
     if step == config.total_steps and scores is None:  # resumed a finished run
         scores = run_eval(state)
-    manager.wait_until_finished()
+    checkpoint.wait(manager)
     if scores is not None and is_main:
         print(f"validation at step {step}:\n{metrics.format_table(scores, class_names)}")
     return {"step": step, "state": state, "scores": scores}
@@ -269,6 +276,9 @@ def main(argv=None) -> None:
         )
     except configs.ConfigError as e:
         configs.fail("jaxseg.train", str(e))
+    except (checkpoint.DiskFullError, FloatingPointError) as e:  # the run's, not a bug: 1 line
+        print(f"jaxseg.train: stopped: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -99,14 +99,12 @@ def run_trials(trials: int, out: str, seed: int = 0, log=print) -> dict:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.time() + 300
-        # Restored and about to compile: from here, kill during compilation, steps or saves.
-        while proc.poll() is None and time.time() < deadline:
-            with open(log_path) as f:
-                if "jaxseg:" in f.read():
-                    break
+        # Once the run has made progress (a checkpoint newer than the one it resumed from),
+        # kill it within 3 s: during steps, and often during an asynchronous save.
+        start, deadline = _newest(killed), time.time() + 300
+        while proc.poll() is None and time.time() < deadline and _newest(killed) == start:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 4.0))
+        time.sleep(rng.uniform(0.0, 3.0))
         if proc.poll() is not None:
             raise RuntimeError(f"the run ended before kill {len(kills) + 1}: raise total_steps")
         proc.send_signal(signal.SIGKILL)

@@ -189,3 +189,30 @@ def test_skip_budget_skips_non_finite_steps_then_stops(tmp_path):
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert [r["train/skipped"] for r in rows] == [1, 2]
+
+
+def test_disk_full_during_a_save_stops_clearly_and_keeps_the_previous(
+    tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    from grain._src.python.checkpoint import handler
+
+    from jaxseg import checkpoint
+
+    real_save = handler.CheckpointHandler.save
+
+    def full_at_step_4(self, directory, *args, **kwargs):
+        if os.path.basename(str(directory).rstrip("/").rsplit("/", 1)[0]).startswith("4"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+        return real_save(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(handler.CheckpointHandler, "save", full_at_step_4)
+    with pytest.raises(checkpoint.DiskFullError, match="no space left.*run the same command"):
+        train_and_evaluate(_config("--config.total_steps=6"), str(tmp_path))
+    monkeypatch.setattr(handler.CheckpointHandler, "save", real_save)
+    assert not os.path.exists(tmp_path / run_files.LOCK)
+    capsys.readouterr()
+    result = train_and_evaluate(_config("--config.total_steps=6"), str(tmp_path))
+    assert result["step"] == 6
+    assert "resumed at step 2" in capsys.readouterr().out  # step 2 was intact
