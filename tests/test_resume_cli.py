@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import optax
+import pytest
 
 from jaxseg import checkpoint
 from jaxseg.models import build_model
@@ -51,6 +52,10 @@ def _rows(workdir):
         return [json.loads(line) for line in f]
 
 
+# Slow (80 s on 2 cores): tests/test_crash_trials.py (also slow) kills 20 times; the default
+# suite keeps in-process resume (test_train.py), the stale-lock takeover and the two-process
+# SIGTERM test (test_run_safety.py, test_multiprocess.py).
+@pytest.mark.slow
 def test_sigkill_then_same_command_matches_uninterrupted(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(

@@ -35,14 +35,14 @@ NAN_DATA = "--config.data.std=(0.0, 0.0, 0.0)"  # images / 0: a non-finite loss 
 
 
 def _threads_settle_at(count: int, seconds: float = 5.0) -> bool:
-    """Whether the thread count returns to `count` (a closed grain iterator's prefetch
-    threads finish their current read first)."""
+    """Whether the thread count comes back to `count` or below (a closed grain iterator's
+    prefetch threads finish their current read first)."""
     import time
 
     deadline = time.time() + seconds
-    while threading.active_count() != count and time.time() < deadline:
+    while threading.active_count() > count and time.time() < deadline:
         time.sleep(0.01)
-    return threading.active_count() == count
+    return threading.active_count() <= count
 
 
 def _config(*overrides):
@@ -241,13 +241,15 @@ def test_twenty_runs_in_one_process_leave_no_arrays_threads_or_memory_behind(tmp
 
     linear = os.path.join(ROOT, "experiments", "linear.py") + ":quick"
     options = [o for o in TINY if "model." not in o]
+    gc.collect()  # what earlier tests left to the collector is not this test's baseline
     threads, arrays = threading.active_count(), len(jax.live_arrays())
     first_peak = None
     for i in range(20):
         config = configs.load_experiment(linear, *options, "--config.total_steps=1")
         train_and_evaluate(config, str(tmp_path / str(i)))
         gc.collect()
-        assert len(jax.live_arrays()) == arrays and _threads_settle_at(threads), (
+        # Nothing above the baseline (others' leftovers may still go away meanwhile).
+        assert len(jax.live_arrays()) <= arrays and _threads_settle_at(threads), (
             i,
             [t.name for t in threading.enumerate()],
         )
