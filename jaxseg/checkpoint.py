@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
-import shutil
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxseg import workdir as run_files
 
 BEST_METRIC = "val/miou"
 
@@ -58,7 +59,7 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
         cleanup_tmp_directories=True,  # a save cut off by a crash leaves a tmp dir
     )
     return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options, item_names=("state", "data", "log")
+        run_files.path(directory), options=options, item_names=("state", "data", "log")
     )
 
 
@@ -143,12 +144,12 @@ def restore_latest(manager, state, data_iterator, *, log=print):
                 raise  # the arrays are intact: a mismatch (say, grain workers), not damage
             failed.append((step, e))
             continue
-        directory = str(manager.directory)
+        directory = epath.Path(manager.directory)
         for bad, e in failed:
-            aside = os.path.join(os.path.dirname(directory), "damaged_checkpoints", str(bad))
+            aside = directory.parent / "damaged_checkpoints" / str(bad)
             if jax.process_index() == 0:
-                os.makedirs(os.path.dirname(aside), exist_ok=True)
-                shutil.move(os.path.join(directory, str(bad)), aside)
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                (directory / str(bad)).rename(aside)
             log(
                 f"warning: checkpoint {bad} in {directory} cannot be restored "
                 f"({type(e).__name__}: {str(e)[:200]}); moved to {aside}; "
@@ -178,15 +179,16 @@ def _state_restores(manager, step: int, state) -> bool:
     return True
 
 
-def _checkpoints_dir(path: str, what: str) -> tuple[str, int | None]:
-    """(checkpoints directory, step or None) from a workdir, its checkpoints/ or one step."""
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
+def checkpoints_dir(location: str, what: str) -> tuple[epath.Path, int | None]:
+    """(checkpoints directory, step or None) from a workdir, its checkpoints/ or one step
+    directory in it; local or an object-store URL. `what` names the option in errors."""
+    path = run_files.path(location)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
     step = None
-    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
-        path, step = os.path.dirname(path), int(os.path.basename(path))
-    if not os.path.isdir(path):
+    if path.name.isdigit() and (path / "state").is_dir():
+        path, step = path.parent, int(path.name)
+    if not path.is_dir():
         raise FileNotFoundError(f"{what}: {path} is not a directory")
     return path, step
 
@@ -194,7 +196,7 @@ def _checkpoints_dir(path: str, what: str) -> tuple[str, int | None]:
 def choose_step(path: str, which: str = "latest") -> int:
     """The checkpoint step that `which` names in a workdir (or its checkpoints/): "latest",
     "best" (highest val/miou among the kept checkpoints) or a step number."""
-    directory, _ = _checkpoints_dir(path, "--workdir")
+    directory, _ = checkpoints_dir(path, "--workdir")
     with ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
     ) as manager:
@@ -227,7 +229,7 @@ def restore_variables(path: str, step: int, target: dict) -> dict:
     target: the same tree of arrays or jax.ShapeDtypeStructs whose shardings say where the
     restored arrays go (whatever devices are present, not those that saved them).
     """
-    directory, _ = _checkpoints_dir(path, "checkpoint")
+    directory, _ = checkpoints_dir(path, "checkpoint")
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
     with ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
@@ -248,7 +250,7 @@ def load_weights(path: str, state):
 
     path: a run's workdir, its checkpoints/ directory, or one step directory in it.
     """
-    directory, step = _checkpoints_dir(path, "init_from")
+    directory, step = checkpoints_dir(path, "init_from")
     if step is None:
         with ocp.CheckpointManager(
             directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)

@@ -14,12 +14,12 @@ NaN and inf out of the loss; the median of "median" is taken over seen classes o
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import numpy as np
 
 from jaxseg import sharding, writer
+from jaxseg import workdir as run_files
 
 METHODS = ("inverse", "median", "enet")
 ENET_C = 1.02
@@ -139,10 +139,9 @@ def class_weights(
         "ignore_index": int(ignore_index),
         "source": repr(source),
     }
-    path = os.path.join(workdir, CACHE_NAME)
+    path = run_files.path(workdir, CACHE_NAME)
     try:
-        with open(path) as f:
-            cached = json.load(f)
+        cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = None
     weights = None
@@ -167,9 +166,6 @@ def class_weights(
         "pixel_counts": [int(c) for c in pixel_counts],
         "present_pixels": [int(c) for c in present_pixels],
     }
-    os.makedirs(workdir, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"  # write-then-rename: a killed run leaves no half file
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_files.write_text_atomic(path, json.dumps(record, indent=1))
     return weights

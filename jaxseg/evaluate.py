@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 import shlex
 import sys
@@ -80,7 +79,7 @@ def evaluate_run(
     # ---- Report --------------------------------------------------------------------------
     settings = recipe.inference_settings(config, mesh.devices.size)
     report = {
-        "workdir": os.path.abspath(workdir),
+        "workdir": str(run_files.path(workdir)),
         "split": split,
         "checkpoint_step": step,
         "num_examples": len(source),
@@ -100,12 +99,14 @@ def evaluate_run(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if jax.process_index() == 0:
-        out = out or os.path.join(workdir, "eval", f"{split}_step{step}_{settings.mode}.json")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        _write_atomic(out, json.dumps(report, indent=2))
-        png = os.path.splitext(out)[0] + "_confusion.png"
-        visualize.confusion_image(report["confusion"], class_names).save(png)
-        report["files"] = [out, png]
+        name = f"{split}_step{step}_{settings.mode}.json"
+        target = run_files.path(out) if out else run_files.path(workdir, "eval", name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        run_files.write_text_atomic(target, json.dumps(report, indent=2))
+        png = target.parent / (target.stem + "_confusion.png")
+        with png.open("wb") as f:
+            visualize.confusion_image(report["confusion"], class_names).save(f, format="PNG")
+        report["files"] = [str(target), str(png)]
     return report | {"table": metrics.format_table(scores, class_names)}
 
 
@@ -122,13 +123,6 @@ def versions() -> dict:
         "flax": flax.__version__,
         "python": platform.python_version(),
     }
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _flags(argv) -> flags.FlagValues:

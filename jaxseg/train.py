@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import signal
 import sys
 import threading
@@ -80,12 +79,12 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     )
     state = init(init_rng)
     manager = checkpoint.make_manager(
-        os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
+        run_files.path(workdir, "checkpoints"), keep=config.keep_checkpoints
     )
     cleanup.callback(manager.close)  # waits for a save in flight
     say = print if is_main else (lambda *a, **k: None)
     resumable = manager.latest_step()
-    if resumable is not None and os.path.isfile(os.path.join(workdir, run_files.CONFIG)):
+    if resumable is not None and run_files.has_config(workdir):
         changes = run_files.check_resume_config(workdir, config, resumable, allow_config_change)
         if changes:
             say(f"resuming with changed settings: {', '.join(changes)} (config_changes.jsonl)")

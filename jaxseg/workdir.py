@@ -8,6 +8,9 @@ executing any Python from it:
     eval/            jaxseg.evaluate's reports
     lock.json        the host, pid and start of the run training here (while it runs)
     config_changes.jsonl  settings changed on resume with --allow_config_change
+
+A workdir may be a local folder or an object-store URL (gs://bucket/run): every file in it
+goes through etils' epath (`path`), never os.path or a bare open.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import socket
 
 import ml_collections
+from etils import epath
 
 from jaxseg import configs
 from jaxseg.visualize import default_palette
@@ -26,9 +30,30 @@ CONFIG = "config.json"
 DATASET = "dataset.json"
 
 
+def is_remote(location) -> bool:
+    """Whether a path is an object-store URL (gs://, s3://) rather than a local folder."""
+    return "://" in str(location)
+
+
+def path(location, *names: str) -> epath.Path:
+    """epath.Path of location/names: local paths made absolute, URLs kept as they are."""
+    base = epath.Path(location)
+    if not is_remote(location):
+        base = base.resolve()
+    return base.joinpath(*names)
+
+
+def write_text_atomic(target: epath.Path, text: str) -> None:
+    """Writes, then renames over target: locally a crash never leaves a half-written file
+    (on object stores the rename is a copy, each object still written whole)."""
+    tmp = target.parent / f"{target.name}.tmp{os.getpid()}"
+    tmp.write_text(text)
+    tmp.replace(target)
+
+
 def write(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
     """Writes config.json and dataset.json (each atomically: a crash leaves the old file)."""
-    os.makedirs(workdir, exist_ok=True)
+    path(workdir).mkdir(parents=True, exist_ok=True)
     palette = tuple(tuple(c) for c in config.data.palette) or default_palette(len(class_names))
     dataset = {
         "class_names": list(class_names),
@@ -37,34 +62,30 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
         "mean": list(config.data.mean),
         "std": list(config.data.std),
     }
-    _write_atomic(os.path.join(workdir, CONFIG), configs.to_json(config))
-    _write_atomic(os.path.join(workdir, DATASET), json.dumps(dataset, indent=2))
+    write_text_atomic(path(workdir, CONFIG), configs.to_json(config))
+    write_text_atomic(path(workdir, DATASET), json.dumps(dataset, indent=2))
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def has_config(workdir: str) -> bool:
+    return path(workdir, CONFIG).exists()
 
 
 def _read(workdir: str, name: str) -> str:
-    path = os.path.join(workdir, name)
-    if not os.path.isfile(path):
-        what = "not a directory" if not os.path.isdir(workdir) else f"has no {name}"
+    file = path(workdir, name)
+    if not file.exists():
+        what = "not a directory" if not path(workdir).is_dir() else f"has no {name}"
         raise FileNotFoundError(f"{workdir} {what}: is it a jaxseg.train workdir?")
-    with open(path) as f:
-        return f.read()
+    return file.read_text()
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The run's resolved config (locked; tuples restored)."""
-    return configs.from_json(_read(workdir, CONFIG), os.path.join(workdir, CONFIG))
+    return configs.from_json(_read(workdir, CONFIG), str(path(workdir, CONFIG)))
 
 
 def read_dataset(workdir: str) -> dict:
     """{"class_names": tuple, "palette": tuple of (r, g, b), "ignore_index", "mean", "std"}."""
-    where = os.path.join(workdir, DATASET)
+    where = path(workdir, DATASET)
     try:
         d = json.loads(_read(workdir, DATASET))
         return {
@@ -108,11 +129,15 @@ def _alive(holder: dict) -> bool:
 class RunLock:
     """<workdir>/lock.json while a run trains there: a second run in the same workdir is
     refused with one line naming the holder; a lock whose process is gone (killed, on this
-    host) is stale and taken over. Release with release() (train does, in `finally`)."""
+    host) is stale and taken over. Release with release() (train does, in `finally`).
+
+    Locally the lock is created exclusively (O_EXCL); object stores offer no exclusive
+    create through epath, so there a second run that starts within moments of the first
+    can slip past (a later one is refused)."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK)
-        os.makedirs(workdir, exist_ok=True)
+        self.path = path(workdir, LOCK)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -121,33 +146,41 @@ class RunLock:
         }
         for _ in range(2):  # a stale lock is removed once, then taken
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(json.dumps(me))
             except FileExistsError:
                 holder = self._holder()
                 if holder.get("host") == me["host"] and not _alive(holder):
-                    os.remove(self.path)
+                    self.path.unlink()
                     continue
                 raise configs.ConfigError(
                     f"{workdir} is in use by the run of pid {holder.get('pid')} on "
                     f"{holder.get('host')}, started {holder.get('started')}; wait for it, "
                     f"use another --workdir, or delete {self.path} if that run is gone"
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
             self.holder = me
             return
         raise configs.ConfigError(f"could not take the lock {self.path}")
 
+    def _create(self, text: str) -> None:
+        """Creates the lock file holding text; FileExistsError when it exists."""
+        if is_remote(self.path):
+            if self.path.exists():
+                raise FileExistsError(str(self.path))
+            self.path.write_text(text)
+            return
+        fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
     def _holder(self) -> dict:
         try:
-            with open(self.path) as f:
-                return json.load(f)
+            return json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}  # being written or damaged: treated as another host's
 
     def release(self) -> None:
         if self._holder().get("pid") == self.holder["pid"]:
-            os.remove(self.path)
+            self.path.unlink()
 
 
 # ------------------------------------------------------------------ a changed config
@@ -190,7 +223,9 @@ def check_resume_config(
             f"{workdir} holds a run at step {step} trained with other settings ({listed}); "
             "use a new --workdir, or pass --allow_config_change to resume with these"
         )
-    if changes:
-        with open(os.path.join(workdir, CHANGES), "a") as f:
-            f.write(json.dumps({"step": step, "changes": changes}) + "\n")
+    if changes:  # object stores cannot append: read, add a line, write
+        record = path(workdir, CHANGES)
+        earlier = record.read_text() if record.exists() else ""
+        line = json.dumps({"step": step, "changes": changes}) + "\n"
+        write_text_atomic(record, earlier + line)
     return changes

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 
 import numpy as np
 import tqdm
+
+from jaxseg import workdir as run_files
 
 
 class MetricWriter:
@@ -16,41 +17,56 @@ class MetricWriter:
 
     Opened at `resume_step`, it first drops lines logged after that step by a run that
     was cut off, so the file always describes the run that the checkpoints continue.
-    Only process 0 writes.
+    Only process 0 writes. The workdir may be an object-store URL (gs://): the file is
+    rewritten whole at each write (object stores cannot append; the file stays small, a
+    line per log step), written then renamed, so a crash never leaves half a line.
     """
 
-    def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        resume_step: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = True,
+    ):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = run_files.path(workdir, "metrics.jsonl")
         if not enabled:
             return
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [
-                    line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
-                ]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
-        self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
-        from tensorboardX import SummaryWriter
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lines = []
+        if self.path.exists():
+            self._lines = [
+                line + "\n"
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            run_files.write_text_atomic(self.path, "".join(self._lines))
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(workdir, purge_step=resume_step + 1 if resume_step else None)
+            self._tb = SummaryWriter(
+                str(run_files.path(workdir)), purge_step=resume_step + 1 if resume_step else None
+            )
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
         values = {k: _scalar(v) for k, v in values.items()}
-        self._file.write(json.dumps({"step": int(step), **values}) + "\n")
-        self._file.flush()  # a crash loses nothing already logged
-        for name, value in values.items():
-            if value is not None and math.isfinite(value):
-                self._tb.add_scalar(name, value, step)
-        self._tb.flush()
+        self._lines.append(json.dumps({"step": int(step), **values}) + "\n")
+        run_files.write_text_atomic(self.path, "".join(self._lines))  # a crash loses nothing
+        if self._tb is not None:
+            for name, value in values.items():
+                if value is not None and math.isfinite(value):
+                    self._tb.add_scalar(name, value, step)
+            self._tb.flush()
 
     def close(self) -> None:
-        if self.enabled:
-            self._file.close()
+        if self.enabled and self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def _scalar(value):

@@ -118,9 +118,11 @@ def test_class_weight_cache_on_a_remote_workdir(bucket):
 
 
 def test_checkpoint_paths_keep_the_scheme(bucket):
-    path, step = checkpoint.checkpoints_dir(f"{BUCKET}/run", "--workdir", must_exist=False)
-    assert str(path) == f"{BUCKET}/run" and step is None
     (bucket / "run" / "checkpoints" / "7" / "state").mkdir(parents=True)
+    path, step = checkpoint.checkpoints_dir(f"{BUCKET}/run", "--workdir")
+    assert (str(path), step) == (f"{BUCKET}/run/checkpoints", None)
     path, step = checkpoint.checkpoints_dir(f"{BUCKET}/run/checkpoints/7", "init_from")
     assert (str(path), step) == (f"{BUCKET}/run/checkpoints", 7)
-    assert isinstance(epath.Path(path), epath.Path)
+    assert isinstance(path, epath.Path)
+    with pytest.raises(FileNotFoundError, match=f"{BUCKET}/nope"):
+        checkpoint.checkpoints_dir(f"{BUCKET}/nope", "init_from")
