@@ -40,10 +40,11 @@ import time
 import flax
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 from absl import flags
 
-from jaxseg import configs, inference, recipe, sharding
+from jaxseg import aot, configs, inference, recipe, sharding
 from jaxseg.state import count_params, create_train_state
 
 # Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
@@ -112,6 +113,71 @@ def infer_step(state, batch: dict, *, model, mean, std, settings, window_shardin
     return inference.labels(scores)
 
 
+def step_function(config, model, tx, schedule, mesh, *, mode: str, num_classes: int):
+    """(the step of `mode` jitted over mesh, inference settings or None for train).
+
+    train: (state, batch, rng) -> (state, metrics), state donated, as jaxseg.train jits it;
+    infer: (state, batch) -> predicted classes i32[B,H,W] split over the data axis. The
+    batch is split over the data axis, everything else replicated."""
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    if mode == "train":
+        class_weights = None
+        if config.loss.class_weights:
+            class_weights = jnp.asarray(config.loss.class_weights)
+        elif config.loss.class_weight_method:  # computed from data in train.py; same cost
+            class_weights = jnp.ones((num_classes,), jnp.float32)
+        fn = jax.jit(
+            recipe.train_step(config, model, tx, schedule, class_weights),
+            in_shardings=(replicated, batch_sharding, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        return fn, None
+    settings = recipe.inference_settings(config, mesh.devices.size)
+    fn = jax.jit(
+        functools.partial(
+            infer_step,
+            model=model,
+            mean=config.data.mean,
+            std=config.data.std,
+            settings=settings,
+            window_sharding=batch_sharding if settings.mode == "slide" else None,
+        ),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=batch_sharding,
+    )
+    return fn, settings
+
+
+def model_options(config, model) -> dict:
+    """config.model's fields as the built model has them (its own defaults filled in)."""
+    return {k: getattr(model, k) for k in config.model if k in type(model).__dataclass_fields__}
+
+
+def describe(config, model, params, *, num_classes: int, mode: str, settings) -> dict:
+    """The fields of a benchmark record that say what ran: model, sizes, dtype, loss,
+    optimizer or inference settings (step_function's), versions."""
+    loss_terms = [[str(name), float(w)] for name, w in config.loss.terms]
+    return {
+        "framework": "jaxseg",
+        "model": config.model.name,
+        "model_options": model_options(config, model),
+        "params": count_params(params),
+        "num_classes": num_classes,
+        "mode": mode,
+        "batch": config.batch_size,
+        "size": list(config.data.image_size),
+        "dtype": configs.compute_dtype(config.dtype),
+        "optimizer": config.optim.name if mode == "train" else None,
+        "loss_terms": loss_terms if mode == "train" else None,
+        "inference": None if settings is None else settings.describe(),
+        "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "flax_version": flax.__version__,
+    }
+
+
 def random_batch(
     seed: int, *, batch: int, size: tuple[int, int], num_classes: int, distance: bool
 ) -> dict:
@@ -142,7 +208,7 @@ def benchmark_step(
     """Compiles and times one train (or infer) step; returns the record of the run."""
     # ---- Model, optimizer, state: as jaxseg.train builds them ---------------------------
     mesh = sharding.make_mesh()
-    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     data = config.data
     dtype = configs.compute_dtype(config.dtype)
@@ -169,34 +235,10 @@ def benchmark_step(
     batch = jax.block_until_ready(sharding.to_global(local, mesh))  # device-resident
 
     # ---- The step: jitted once, explicit shardings, state donated ----------------------
-    if mode == "train":
-        class_weights = None
-        if config.loss.class_weights:
-            class_weights = jnp.asarray(config.loss.class_weights)
-        elif config.loss.class_weight_method:  # computed from data in train.py; same cost
-            class_weights = jnp.ones((num_classes,), jnp.float32)
-        fn = jax.jit(
-            recipe.train_step(config, model, tx, schedule, class_weights),
-            in_shardings=(replicated, batch_sharding, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
-        step_args = (step_rng,)
-    else:
-        settings = recipe.inference_settings(config, mesh.devices.size)
-        fn = jax.jit(
-            functools.partial(
-                infer_step,
-                model=model,
-                mean=data.mean,
-                std=data.std,
-                settings=settings,
-                window_sharding=batch_sharding if settings.mode == "slide" else None,
-            ),
-            in_shardings=(replicated, batch_sharding),
-            out_shardings=batch_sharding,
-        )
-        step_args = ()
+    fn, settings = step_function(
+        config, model, tx, schedule, mesh, mode=mode, num_classes=num_classes
+    )
+    step_args = (step_rng,) if mode == "train" else ()
     start = time.perf_counter()
     lowered = fn.lower(state, batch, *step_args)
     lower_s = time.perf_counter() - start
@@ -226,21 +268,9 @@ def benchmark_step(
     tflops = flops / median_s / 1e12 if flops else None
     peak = peak_tflops(device_kind, dtype)
     record = {
-        "framework": "jaxseg",
-        "model": config.model.name,
-        "model_options": {  # as built: the model's own defaults filled in
-            k: getattr(model, k) for k in config.model if k in type(model).__dataclass_fields__
-        },
-        "params": count_params(state.params),
-        "num_classes": num_classes,
-        "mode": mode,
-        "batch": config.batch_size,
-        "size": list(size),
-        "dtype": dtype,
-        "optimizer": config.optim.name if mode == "train" else None,
-        "loss_terms": [list(t) for t in loss_terms] if mode == "train" else None,
-        "inference": None if mode == "train" else settings.describe(),
-        "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
+        **describe(
+            config, model, state.params, num_classes=num_classes, mode=mode, settings=settings
+        ),
         "steps": steps,
         "warmup": warmup,
         "lower_s": lower_s,
@@ -258,8 +288,6 @@ def benchmark_step(
         "device_kind": device_kind,
         "platform": jax.devices()[0].platform,
         "device_count": devices,
-        "jax_version": jax.__version__,
-        "flax_version": flax.__version__,
         "pipeline": None,
     }
 
@@ -281,6 +309,77 @@ def benchmark_step(
             "images_per_s": config.batch_size * len(walls) / sum(walls),
             "input_stall": sum(waits) / sum(walls),
         }
+    return record
+
+
+def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
+    """Lowers and compiles the step of `mode` for a TPU slice with no TPU attached, with the
+    shardings of step mode over a Mesh of the slice's devices; returns the record: status
+    ("compiled", "out_of_memory" or "error" with XLA's first line), XLA's memory analysis
+    per chip against the chip's HBM, and FLOPs per step. target: 'tpu:v5e-8' and the like."""
+    name = aot.parse_target(target)
+    devices = aot.topology_devices(name)
+    if config.dtype == "auto":  # the accelerator's choice, not this (CPU) host's
+        config.dtype = "bfloat16"
+    mesh = sharding.make_mesh(devices)
+    sharding.check_batch_size(config.batch_size, mesh)
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
+    size = tuple(config.data.image_size)
+    # Shapes only: nothing is allocated, on this host or on the slice.
+    init = functools.partial(create_train_state, model, tx, image_shape=(*size, 3))
+    state = aot.abstract(jax.eval_shape(init, jax.random.key(config.seed)), replicated)
+    example = random_batch(
+        0, batch=1, size=size, num_classes=num_classes, distance=recipe.uses_distance_maps(config)
+    )
+    batch = {
+        k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype, sharding=batch_sharding)
+        for k, v in example.items()
+    }
+    fn, settings = step_function(
+        config, model, tx, schedule, mesh, mode=mode, num_classes=num_classes
+    )
+    args = (state, batch)
+    if mode == "train":
+        args += (aot.abstract(jax.eval_shape(jax.random.key, 0), replicated),)
+    spec = aot.SLICES[name]
+    record = {
+        **describe(
+            config, model, state.params, num_classes=num_classes, mode=mode, settings=settings
+        ),
+        "aot": f"tpu:{name}",
+        "topology": spec.topology,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "hosts": len({d.process_index for d in devices}),
+        "hbm_bytes_per_chip": spec.hbm_bytes,
+        "libtpu_version": aot.libtpu_version(),
+        "status": "compiled",
+        "error": None,
+        "lower_s": None,
+        "compile_s": None,
+        "memory": None,
+        "memory_share": None,
+        "flops_per_step": None,
+        "flops_per_device": None,
+    }
+    start = time.perf_counter()
+    lowered = fn.lower(*args)
+    record["lower_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except Exception as e:  # XLA's compile errors: JaxRuntimeError, by jax version
+        record["status"] = "out_of_memory" if aot.is_out_of_memory(e) else "error"
+        record["error"] = aot.first_line(e)
+        return record
+    finally:
+        record["compile_s"] = time.perf_counter() - start
+    record["memory"] = aot.memory(compiled)
+    record["memory_share"] = record["memory"]["total_bytes"] / spec.hbm_bytes
+    device_flops = flops_of(compiled)  # the per-device (partitioned) program
+    record["flops_per_device"] = device_flops
+    record["flops_per_step"] = device_flops * len(devices) if device_flops else None
     return record
 
 
@@ -316,6 +415,39 @@ def format_table(r: dict) -> str:
             ("input stall", _fmt(p["input_stall"], ".3f")),
         ]
     return "\n".join([head] + [f"  {name:<18} {value:>12}" for name, value in rows])
+
+
+def format_aot_table(r: dict) -> str:
+    """The record of aot_step as a two-column table (or the one-line error)."""
+    h, w = r["size"]
+    head = (
+        f"jaxseg AOT: {r['model']} ({r['params']:,} params, {r['num_classes']} classes), "
+        f"{r['mode']}, batch {r['batch']}, {h}x{w}, {r['dtype']}; {r['aot']} = {r['topology']}, "
+        f"{r['device_count']} x {r['device_kind']} ({r['hosts']} hosts)"
+    )
+    gib = 2.0**-30
+    rows = [
+        ("status", r["status"]),
+        ("lower s", _fmt(r["lower_s"], ".2f")),
+        ("compile s", _fmt(r["compile_s"], ".2f")),
+        ("HBM GiB/chip", _fmt(r["hbm_bytes_per_chip"], ".1f", gib)),
+    ]
+    if r["memory"]:
+        m = r["memory"]
+        rows += [
+            ("memory GiB/chip", _fmt(m["total_bytes"], ".3f", gib)),
+            ("share of HBM", _fmt(r["memory_share"], ".1%")),
+            ("  arguments GiB", _fmt(m["argument_bytes"], ".3f", gib)),
+            ("  outputs GiB", _fmt(m["output_bytes"], ".3f", gib)),
+            ("  aliased GiB", _fmt(m["alias_bytes"], ".3f", gib)),
+            ("  temporaries GiB", _fmt(m["temp_bytes"], ".3f", gib)),
+            ("GFLOP/step", _fmt(r["flops_per_step"], ".1f", 1e-9)),
+            ("GFLOP/step/chip", _fmt(r["flops_per_device"], ".1f", 1e-9)),
+        ]
+    lines = [head] + [f"  {name:<18} {value:>12}" for name, value in rows]
+    if r["error"]:
+        lines.append(f"  error: {r['error']}")
+    return "\n".join(lines)
 
 
 def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) -> float:
@@ -363,13 +495,33 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_list("workers", ["0", "1", "2"], "--data_only: grain worker counts", **define)
     flags.DEFINE_integer("batches", 20, "--data_only: batches timed", lower_bound=1, **define)
     flags.DEFINE_integer("repeats", 1, "--data_only: timings (median)", lower_bound=1, **define)
+    flags.DEFINE_string(
+        "aot",
+        None,
+        "compile the step ahead of time for a TPU slice (no TPU needed; libtpu is): "
+        f"tpu:SLICE, SLICE one of {', '.join(aot.SLICES)}",
+        **define,
+    )
     flags.DEFINE_alias("data-only", "data_only", flag_values=fv)  # the earlier spelling
     flags.register_validator("size", lambda v: v is None or bool(_size(v)), flag_values=fv)
     return fv
 
 
+def _append(record: dict, argv: list[str], results: str) -> None:
+    """Dates the record, names its command and appends it to results as one JSON line."""
+    record["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record["command"] = shlex.join(["python", "-m", "jaxseg.benchmark", *argv])
+    os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
+    with open(results, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"appended to {results}")
+
+
 def main(argv=None) -> dict | None:
-    """Runs the command line; returns the step benchmark's record (None for --data_only)."""
+    """Runs the command line; returns the step (or --aot) record, or --data_only's.
+
+    --aot exits with status 1 after writing its record when the program does not compile
+    (out of memory included), so scripts can ask whether a model fits a slice."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
     rest = configs.parse_flags(fv, argv, prog="jaxseg.benchmark", doc=__doc__)
@@ -377,6 +529,11 @@ def main(argv=None) -> dict | None:
         if rest:
             raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         workers = [int(w) for w in fv.workers]
+        if fv.aot:
+            aot.parse_target(fv.aot)
+            clash = [f for f in ("pipeline", "data_only") if fv[f].value]
+            if clash:
+                raise configs.ConfigError(f"--{clash[0]} runs steps; --aot only compiles")
         config = fv.config
         # Locked ConfigDicts accept new values for existing fields.
         if fv.batch is not None:
@@ -388,6 +545,10 @@ def main(argv=None) -> dict | None:
         recipe.check_options(config)
     except (configs.ConfigError, ValueError) as e:
         configs.fail("jaxseg.benchmark", str(e))
+    if fv.aot and jax.config.jax_platforms != "cpu":
+        # Compiling for a slice needs no local accelerator, and on a TPU VM this process
+        # must not take the chips from a job that holds them.
+        jax.config.update("jax_platforms", "cpu")
     sharding.initialize_distributed()
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
 
@@ -397,8 +558,9 @@ def main(argv=None) -> dict | None:
             f"input pipeline: {config.data.name}, crops {height}x{width}, batch {config.batch_size}"
         )
         print(f"{'workers':>8}  {'images/s':>10}")
+        rates = {}
         for num_workers in workers:
-            rates = [
+            runs = [
                 data_throughput(
                     config,
                     num_workers=num_workers,
@@ -407,8 +569,23 @@ def main(argv=None) -> dict | None:
                 )
                 for _ in range(fv.repeats)
             ]
-            print(f"{num_workers:>8}  {statistics.median(rates):>10.1f}", flush=True)
-        return None
+            rates[num_workers] = statistics.median(runs)
+            print(f"{num_workers:>8}  {rates[num_workers]:>10.1f}", flush=True)
+        record = {
+            "framework": "jaxseg",
+            "data_only": True,
+            "dataset": config.data.name,
+            "size": [height, width],
+            "batch": config.batch_size,
+            "batches": fv.batches,
+            "repeats": fv.repeats,
+            "images_per_s": {str(w): r for w, r in rates.items()},
+            "host_cpus": os.cpu_count(),
+            "host_load_1m": os.getloadavg()[0],
+        }
+        if fv.results:  # only when asked: the table above is the usual answer
+            _append(record, argv, fv.results)
+        return record
 
     num_classes = fv.classes
     if num_classes is None:
@@ -416,6 +593,19 @@ def main(argv=None) -> dict | None:
             num_classes = len(recipe.make_source(config, "train").class_names)
         except (OSError, ValueError) as e:
             configs.fail("jaxseg.benchmark", f"{e} (or give --classes K)")
+    results = fv.results or os.path.join(
+        fv.workdir or configs.default_workdir(fv), "benchmark.jsonl"
+    )
+    if fv.aot:
+        try:
+            record = aot_step(config, target=fv.aot, mode=fv.mode, num_classes=num_classes)
+        except (aot.AotError, ValueError) as e:
+            configs.fail("jaxseg.benchmark", str(e))
+        print(format_aot_table(record), flush=True)
+        _append(record, argv, results)
+        if record["status"] != "compiled":
+            sys.exit(1)
+        return record
     record = benchmark_step(
         config,
         mode=fv.mode,
@@ -424,15 +614,8 @@ def main(argv=None) -> dict | None:
         num_classes=num_classes,
         pipeline=fv.pipeline,
     )
-    record["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    record["command"] = shlex.join(["python", "-m", "jaxseg.benchmark", *argv])
     print(format_table(record), flush=True)
-    workdir = fv.workdir or configs.default_workdir(fv)
-    results = fv.results or os.path.join(workdir, "benchmark.jsonl")
-    os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
-    with open(results, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(f"appended to {results}")
+    _append(record, argv, results)
     return record
 
 
