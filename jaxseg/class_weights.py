@@ -26,6 +26,30 @@ ENET_C = 1.02
 CACHE_NAME = "class_weights.json"
 
 
+def count_classes(
+    source, num_classes: int, *, ignore_index: int = 255, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over `source[i]["mask"]`: class_frequencies' counts, and which classes each
+    example holds (bool[N,K], what class-balanced sampling reads)."""
+    pixel_counts = np.zeros(num_classes, np.int64)
+    present_pixels = np.zeros(num_classes, np.int64)
+    image_classes = np.zeros((len(source), num_classes), bool)
+    for i in writer.Bar(range(len(source)), desc="class frequencies", disable=not progress):
+        mask = np.asarray(source[i]["mask"]).ravel()
+        labels = mask[mask != ignore_index].astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)][0]
+            raise ValueError(
+                f"example {i}: label {bad} outside [0, {num_classes}) and not "
+                f"ignore_index={ignore_index}"
+            )
+        counts = np.bincount(labels, minlength=num_classes)
+        pixel_counts += counts
+        present_pixels[counts > 0] += labels.size
+        image_classes[i] = counts > 0
+    return pixel_counts, present_pixels, image_classes
+
+
 def class_frequencies(
     source, num_classes: int, *, ignore_index: int = 255, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -46,21 +70,8 @@ def class_frequencies(
     Raises:
       ValueError: a label outside [0, K) that is not ignore_index.
     """
-    pixel_counts = np.zeros(num_classes, np.int64)
-    present_pixels = np.zeros(num_classes, np.int64)
-    for i in writer.Bar(range(len(source)), desc="class frequencies", disable=not progress):
-        mask = np.asarray(source[i]["mask"]).ravel()
-        labels = mask[mask != ignore_index].astype(np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)][0]
-            raise ValueError(
-                f"example {i}: label {bad} outside [0, {num_classes}) and not "
-                f"ignore_index={ignore_index}"
-            )
-        counts = np.bincount(labels, minlength=num_classes)
-        pixel_counts += counts
-        present_pixels[counts > 0] += labels.size
-    return pixel_counts, present_pixels
+    counts = count_classes(source, num_classes, ignore_index=ignore_index, progress=progress)
+    return counts[0], counts[1]
 
 
 def compute_weights(pixel_counts, present_pixels, method: str) -> np.ndarray:
@@ -169,3 +180,57 @@ def class_weights(
     path.parent.mkdir(parents=True, exist_ok=True)
     run_files.write_text_atomic(path, json.dumps(record, indent=1))
     return weights
+
+
+PRESENCE_NAME = "class_presence.p{index}of{count}.json"
+
+
+def image_classes(
+    source,
+    num_classes: int,
+    *,
+    workdir: str | None,
+    ignore_index: int = 255,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which classes each of this process's examples holds, and the share of all training
+    examples (every process) holding each class, for class-balanced sampling.
+
+    This process's examples are source[process_index::process_count], as the training
+    iterator shards them. The rows are counted by count_classes and cached per process in
+    <workdir>/class_presence.p<i>of<n>.json (reused while num_classes, ignore_index and
+    repr(source) match; no workdir: no cache); the shares are summed over processes exactly.
+
+    Returns:
+      (bool[n,K] for this process's n examples, f64[K]).
+    """
+    index, processes = jax.process_index(), jax.process_count()
+    key = {
+        "num_classes": int(num_classes),
+        "ignore_index": int(ignore_index),
+        "source": repr(source),
+    }
+    name = PRESENCE_NAME.format(index=index, count=processes)
+    path = None if workdir is None else run_files.path(workdir, name)
+    share = _Subset(source, range(index, len(source), processes))
+    try:
+        cached = None if path is None else json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = None
+    rows = None
+    if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
+        rows = np.zeros((len(share), num_classes), bool)
+        for i, classes in enumerate(cached.get("classes", ())[: len(share)]):
+            rows[i, classes] = True
+        if len(cached.get("classes", ())) != len(share):
+            rows = None
+    if rows is None:
+        rows = count_classes(share, num_classes, ignore_index=ignore_index, progress=progress)[2]
+        if path is not None:
+            record = {**key, "classes": [np.flatnonzero(r).tolist() for r in rows]}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            run_files.write_text_atomic(path, json.dumps(record))
+    totals = sharding.sum_over_processes(
+        np.concatenate([rows.sum(0), [len(share)]]).astype(np.int64)
+    )
+    return rows, totals[:-1] / max(int(totals[-1]), 1)

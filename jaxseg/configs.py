@@ -70,8 +70,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.rot90 = False  # random 90-degree rotations in training (180 only for non-square crops)
     c.data.photometric = False  # random brightness, contrast, saturation and hue (mmseg's)
     c.data.blur_prob = 0.0  # probability of a random Gaussian blur
+    c.data.elastic_sigma = 0.0  # elastic deformation (U-Net paper): displacement std in pixels
+    c.data.elastic_grid = 3  # elastic deformation: random displacements on a grid x grid lattice
+    c.data.augment_on = "host"  # "host": grain workers augment; "device": in the train step
+    c.data.canvas_size = ()  # augment_on=device: (H, W) images are padded to; (): the first one's
+    c.data.repeat_threshold = 0.0  # class-balanced sampling: images holding classes seen in
+    #   fewer than this share of training images are drawn more often (LVIS repeat factors)
     c.data.invalid_to_ignore = False  # mask values that are no class become ignore, not an error
-    c.data.num_workers = 0  # grain worker processes (0 reads in the main process)
+    c.data.num_workers = -1  # grain worker processes; 0: threads of the main process; -1: auto
     c.data.read_threads = 4  # threads reading and transforming examples in each process
     c.data.prefetch = 2  # batches each worker process reads ahead
     c.data.ignore_index = 255  # mask value that contributes no loss and no metric
@@ -83,8 +89,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.base_width = 64  # channels of the first level; doubles at every level
     c.model.depth = 4  # down-sampling steps (input sides are padded to a multiple of 2**depth)
     c.model.up_mode = "transpose"  # unet up path: transpose (2x2 conv) or bilinear (+ 1x1 conv)
-    # Encoder ("": the model's own: resnet50, or mit_b0 for segformer): resnet50|resnet101
-    # (fcn, deeplabv3, deeplabv3plus, pspnet), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5.
+    # Encoder ("": the model's own: resnet50, or mit_b0 for segformer): resnet18|resnet34|
+    # resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet, deeplabv2 whose own is
+    # resnet101), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5.
     c.model.backbone = ""
     # Feature stride (0: the model's own: deeplabv3 8, deeplabv3plus 16, fcn_vgg16 8): 8 or 16
     # for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
@@ -98,6 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
     # halved the U-Net train step on CPU (docs/benchmarks.md), its gradient has no scatter.
     c.model.transpose_impl = "depth_to_space"
     c.model.unpool_impl = "mask_repeat"  # segnet max-unpooling: mask_repeat or scatter
+    c.model.variant = ""  # fc_densenet: 56, 67 or 103; "": the model's own (103)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"  # sgd (momentum) or adamw
@@ -152,6 +160,7 @@ class ConfigError(ValueError):
 _TUPLE_FIELDS = {
     "data.image_size": (int, (2,)),
     "data.scale_range": (float, (2,)),
+    "data.canvas_size": (int, (0, 2)),
     "data.mean": (float, (3,)),
     "data.std": (float, (3,)),
     "eval.size": (int, (2,)),

@@ -9,6 +9,7 @@ a config field set away from base_config()'s default must act.
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -16,12 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg import checkpoint, configs, inference, losses, metrics, sharding, steps, writer
+from jaxseg import augment, checkpoint, configs, inference, losses, metrics, sharding, steps, writer
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
+from jaxseg.class_weights import image_classes
 from jaxseg.data import make_source as _make_source
 from jaxseg.data import options_of
 from jaxseg.data.pipeline import eval_batches as _eval_batches
+from jaxseg.data.pipeline import sampling_probabilities
 from jaxseg.data.pipeline import train_iterator as _train_iterator
 from jaxseg.models import MODELS
 from jaxseg.models import build_model as _build_model
@@ -38,6 +41,11 @@ PIPELINE_DATA_FIELDS = (
     "rot90",
     "photometric",
     "blur_prob",
+    "elastic_sigma",
+    "elastic_grid",
+    "augment_on",
+    "canvas_size",
+    "repeat_threshold",
     "invalid_to_ignore",
     "num_workers",
     "read_threads",
@@ -87,6 +95,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
             f"data.{unused[0]} is set but dataset {config.data.name!r} does not take it"
             + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
         )
+    _check_data(config)
     _check_loss(config.loss)
     optimizer(config)  # names an unknown optim.name or optim.schedule
     if config.eval.mode == "whole":
@@ -106,6 +115,42 @@ def trained_config(workdir: str, overrides: dict | None = None) -> ml_collection
     configs.check_types(config)
     check_options(config)
     return config
+
+
+def _check_data(config) -> None:
+    """Augmentation and sampling options: each must act where it is set."""
+    data = config.data
+    if data.augment_on not in AUGMENT_ON:
+        raise configs.ConfigError(
+            f"data.augment_on={data.augment_on!r} is unknown; valid: {', '.join(AUGMENT_ON)}"
+        )
+    changed = _changed("data", config)
+    if "elastic_grid" in changed and not data.elastic_sigma:
+        raise configs.ConfigError("data.elastic_grid is set but data.elastic_sigma is 0 (off)")
+    if data.elastic_grid < 2:
+        raise configs.ConfigError(f"data.elastic_grid={data.elastic_grid} needs 2 or more")
+    if not 0.0 <= data.repeat_threshold <= 1.0:
+        raise configs.ConfigError(
+            f"data.repeat_threshold={data.repeat_threshold} is a share of images, in [0, 1]"
+        )
+    if data.num_workers < -1:
+        raise configs.ConfigError(f"data.num_workers={data.num_workers}: 0 or more, or -1 (auto)")
+    if data.augment_on == "host":
+        if data.canvas_size:
+            raise configs.ConfigError(
+                "data.canvas_size is set but data.augment_on is 'host'; set augment_on=device"
+            )
+        return
+    if data.cat_max_ratio < 1.0:
+        raise configs.ConfigError(
+            "data.cat_max_ratio redraws crops on the host; with data.augment_on='device' "
+            "leave it at 1.0"
+        )
+    if uses_distance_maps(config):
+        raise configs.ConfigError(
+            "the boundary loss's distance maps are made on the host after augmentation; "
+            "use data.augment_on='host' with it"
+        )
 
 
 def _check_loss(loss) -> None:
@@ -157,6 +202,31 @@ def make_source(config, split: str):
         raise configs.ConfigError(message) from e
 
 
+AUGMENT_ON = ("host", "device")
+
+
+def worker_count(config, workdir: str | None = None) -> int:
+    """data.num_workers, with -1 (auto) resolved: the count a run in `workdir` started with
+    (grain cannot restore an iterator's state into another worker count), else
+    AUTO_WORKERS(os.cpu_count())."""
+    workers = config.data.num_workers
+    if workers >= 0:
+        return workers
+    if workdir is not None and run_files.has_config(workdir):
+        saved = run_files.read_config(workdir).data.num_workers
+        if saved >= 0:
+            return saved
+    return auto_workers(os.cpu_count() or 1)
+
+
+def auto_workers(cores: int) -> int:
+    """The grain worker processes data.num_workers=-1 picks on a machine with `cores` CPU
+    cores: none up to 4 cores (the main process's read threads, measured fastest on 2
+    cores: docs/benchmarks.md), else one per core but two (the trainer and the transfer
+    thread keep theirs), at most 32."""
+    return 0 if cores <= 4 else min(cores - 2, 32)
+
+
 def augment_options(data: ml_collections.ConfigDict) -> dict:
     """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator."""
     return {
@@ -168,6 +238,8 @@ def augment_options(data: ml_collections.ConfigDict) -> dict:
         "rot90": data.rot90,
         "photometric": data.photometric,
         "blur_prob": data.blur_prob,
+        "elastic_sigma": data.elastic_sigma,
+        "elastic_grid": data.elastic_grid,
     }
 
 
@@ -175,22 +247,66 @@ def uses_distance_maps(config) -> bool:
     return any(name == "boundary" for name, _ in config.loss.terms)
 
 
-def train_iterator(config, source, batch_size: int, *, num_workers: int | None = None):
-    """The checkpointable training stream of this process (batch_size: its share)."""
+def canvas_size(config, source) -> tuple[int, int]:
+    """data.canvas_size, or the size of the first training example."""
+    if config.data.canvas_size:
+        return tuple(config.data.canvas_size)
+    return tuple(int(v) for v in np.shape(source[0]["mask"]))
+
+
+def train_iterator(
+    config,
+    source,
+    batch_size: int,
+    *,
+    num_workers: int | None = None,
+    workdir: str | None = None,
+    progress: bool = False,
+):
+    """The checkpointable training stream of this process (batch_size: its share).
+
+    num_workers: grain worker processes (default: worker_count). workdir: where the class
+    presence of class-balanced sampling is cached (none: counted afresh).
+    """
     data = config.data
+    num_classes = len(source.class_names)
+    probabilities = None
+    if data.repeat_threshold > 0:
+        rows, share = image_classes(
+            source,
+            num_classes,
+            workdir=workdir,
+            ignore_index=data.ignore_index,
+            progress=progress,
+        )
+        probabilities = sampling_probabilities(rows, share, data.repeat_threshold)
+    device = data.augment_on == "device"
     return _train_iterator(
         source,
         batch_size=batch_size,
         seed=config.seed,
-        num_classes=len(source.class_names),
+        num_classes=num_classes,
         ignore_index=data.ignore_index,
-        **augment_options(data),
+        **({} if device else augment_options(data)),
         distance_maps=uses_distance_maps(config),
         invalid_to_ignore=data.invalid_to_ignore,
-        num_workers=data.num_workers if num_workers is None else num_workers,
+        num_workers=worker_count(config, workdir) if num_workers is None else num_workers,
         read_threads=data.read_threads,
         prefetch=data.prefetch,
+        augment_on=data.augment_on,
+        canvas_size=canvas_size(config, source) if device else None,
+        sample_probabilities=probabilities,
     )
+
+
+def device_augment(config) -> augment.Options | None:
+    """config.data's augmentation as jaxseg.augment.Options when it runs in the train step."""
+    data = config.data
+    if data.augment_on != "device":
+        return None
+    options = augment_options(data)
+    options.pop("cat_max_ratio")  # refused on the device by check_options unless 1.0
+    return augment.Options(ignore_index=data.ignore_index, **options)
 
 
 def eval_batches(config, source, batch_size: int):
@@ -306,6 +422,7 @@ def train_step(config, model, tx, schedule, class_weights):
         class_weights=class_weights,
         label_smoothing=config.loss.label_smoothing,
         keep_stats_if_nonfinite=config.optim.skip_nonfinite > 0,
+        augment=device_augment(config),
         loss_options=tuple(
             (str(n), tuple(tuple(o) for o in opts)) for n, opts in config.loss.options
         ),

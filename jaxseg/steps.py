@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxseg import augment as augment_lib
 from jaxseg import inference, losses, metrics
 from jaxseg.inference import normalize
 from jaxseg.state import TrainState
@@ -29,6 +30,7 @@ def train_step(
     label_smoothing: float = 0.0,
     loss_options: tuple[tuple[str, tuple], ...] = (),
     keep_stats_if_nonfinite: bool = False,
+    augment: augment_lib.Options | None = None,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
@@ -43,10 +45,15 @@ def train_step(
     the input size) get the same loss terms, scaled by the weight.
     keep_stats_if_nonfinite: a non-finite step keeps the old BatchNorm statistics (with an
     optimizer that skips such updates: optim.skip_nonfinite).
+    augment: the batch is the padded canvas of data.augment_on="device" ({"image":
+    u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]}), augmented here first by
+    jaxseg.augment with a key folded from rng and the step.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
-    images = normalize(batch["image"], mean, std)
     dropout_rng = jax.random.fold_in(rng, state.step)
+    if augment is not None:
+        batch = augment_lib.augment_batch(jax.random.fold_in(dropout_rng, 1), batch, augment)
+    images = normalize(batch["image"], mean, std)
 
     def head_loss(logits):
         return losses.combined_loss(

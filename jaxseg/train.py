@@ -61,7 +61,13 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     val_source = recipe.make_source(config, "val")
     class_names = tuple(train_source.class_names)
     num_classes = len(class_names)
-    train_iter = recipe.train_iterator(config, train_source, local_batch)
+    # data.num_workers=-1 resolved once (and saved so): grain restores an iterator's state
+    # only into the same worker count.
+    config = config.copy_and_resolve_references()
+    config.data.num_workers = recipe.worker_count(config, workdir)
+    train_iter = recipe.train_iterator(
+        config, train_source, local_batch, workdir=workdir, progress=is_main
+    )
     cleanup.callback(getattr(train_iter, "close", lambda: None))  # threads, worker processes
     if is_main:  # one run per workdir (nothing is written there before); stale locks taken
         cleanup.callback(run_files.RunLock(workdir).release)

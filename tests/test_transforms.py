@@ -1,5 +1,7 @@
 """Joint image+mask transforms: alignment, label validity, determinism, mmseg semantics."""
 
+import colorsys
+
 import numpy as np
 import pytest
 
@@ -176,9 +178,115 @@ def test_photometric_keeps_dtype_shape_and_gray():
         np.testing.assert_array_equal(out_gray, gray)
 
 
-def test_hsv_round_trip():
-    rgb = np.random.default_rng(0).integers(0, 256, (500, 3)).astype(np.float32)
-    np.testing.assert_allclose(T._hsv_to_rgb(T._rgb_to_hsv(rgb)), rgb, atol=1e-3)
+def _mmseg_photometric(
+    image, rng, brightness=32, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18
+):
+    """mmseg's PhotoMetricDistortion written out step by step, each step truncated to uint8,
+    HSV in exact floats (colorsys) instead of OpenCV's 8-bit HSV; T.photometric's draws."""
+
+    def convert(x, alpha=1.0, beta=0.0):
+        return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    out = image
+    if rng.integers(2):
+        out = convert(out, beta=rng.uniform(-brightness, brightness))
+
+    def apply_contrast(x):
+        return convert(x, alpha=rng.uniform(*contrast)) if rng.integers(2) else x
+
+    contrast_first = bool(rng.integers(2))
+    if contrast_first:
+        out = apply_contrast(out)
+    sat_on = bool(rng.integers(2))
+    alpha = rng.uniform(*saturation) if sat_on else 1.0
+    hue_on = bool(rng.integers(2))
+    shift = int(rng.integers(-hue, hue + 1)) if hue_on else 0
+    if sat_on or hue_on:
+        hsv_out = np.empty(out.shape, np.float64)
+        for y, x in np.ndindex(out.shape[:2]):
+            h, s, v = colorsys.rgb_to_hsv(*(out[y, x] / 255.0))
+            rgb = colorsys.hsv_to_rgb((h + shift / 180.0) % 1.0, min(s * alpha, 1.0), v)
+            hsv_out[y, x] = np.asarray(rgb) * 255.0
+        out = np.floor(hsv_out + 0.5).astype(np.uint8)  # OpenCV's HSV -> RGB rounds
+    if not contrast_first:
+        out = apply_contrast(out)
+    return out
+
+
+def test_photometric_is_mmsegs_in_uint8():
+    image = np.random.default_rng(1).integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    differing = 0.0
+    for seed in range(24):
+        out = T.photometric(image, np.random.default_rng(seed))
+        ref = _mmseg_photometric(image, np.random.default_rng(seed))
+        # Exact but where float32 and float64 break a tie at .5 differently (integer inputs
+        # often land on one after a hue shift), and a later contrast step carries it on.
+        diff = np.abs(out.astype(int) - ref)
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.05, (seed, diff.max())
+        differing += (diff > 0).mean() / 24
+    assert differing < 0.005
+
+
+def test_scaled_crop_is_rescale_then_crop():
+    """The crop-first path against resizing the whole example and cropping, same draws."""
+    rng = np.random.default_rng(0)
+    worst, differing, total = 0, 0, 0
+    for trial in range(40):
+        shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+        channels = (1, 3, 4)[trial % 3]
+        image = rng.integers(0, 256, (*shape, channels), dtype=np.uint8)
+        mask = rng.integers(0, 6, shape).astype((np.uint8, np.int32)[trial % 2])
+        crop = (int(rng.integers(8, 64)), int(rng.integers(8, 64)))
+        kw = dict(ignore_index=255, cat_max_ratio=(1.0, 0.6)[trial % 2])
+        fast = T.scaled_crop(
+            image, mask, np.random.default_rng(trial), crop, scale_range=(0.5, 2.0), **kw
+        )
+        ref_rng = np.random.default_rng(trial)
+        scaled = T.random_scale(image, mask, ref_rng, (0.5, 2.0))
+        ref = T.random_crop(*scaled, ref_rng, crop, **kw)
+        np.testing.assert_array_equal(fast[1], ref[1])
+        assert fast[1].dtype == mask.dtype and fast[0].shape == ref[0].shape
+        diff = np.abs(fast[0].astype(int) - ref[0])
+        worst, differing, total = (
+            max(worst, diff.max()),
+            differing + (diff > 0).sum(),
+            total + diff.size,
+        )
+    assert worst <= 2 and differing / total < 0.15, (worst, differing / total)
+
+
+def test_cubic_matrix():
+    m = T.cubic_matrix(9, 3)
+    np.testing.assert_allclose(m.sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(m[[0, 4, 8]], np.eye(3), atol=1e-12)  # through the grid nodes
+    big = T.cubic_matrix(41, 6)  # cubic convolution reproduces straight lines inside
+    np.testing.assert_allclose((big @ np.arange(6.0))[8:33], np.arange(8, 33) * 5 / 40, atol=1e-9)
+
+
+def test_elastic_moves_image_and_mask_together():
+    image, mask = coordinate_example(48, 40)  # image channels hold (y, x, 7)
+    assert T.elastic(image, mask, np.random.default_rng(0), sigma=0.0) == (image, mask)
+    moved = 0
+    for seed in range(6):
+        out_image, out_mask = T.elastic(image, mask, np.random.default_rng(seed), sigma=4.0)
+        assert out_image.shape == image.shape and out_mask.dtype == mask.dtype
+        assert np.isin(out_mask, mask).all()  # labels moved, never invented
+        src_y, src_x = np.divmod(out_mask - OFFSET, 40)
+        # The nearest source pixel and the bilinear sample are at most a pixel apart.
+        assert np.abs(out_image[..., 0].astype(int) - src_y).max() <= 1
+        assert np.abs(out_image[..., 1].astype(int) - src_x).max() <= 1
+        moved += (out_mask != mask).mean()
+    assert moved / 6 > 0.5
+
+
+def test_elastic_field_statistics():
+    fields = np.stack(
+        [T.elastic_field(np.random.default_rng(s), (33, 17), 10.0, 3) for s in range(400)]
+    )
+    # At the lattice nodes (corners, centre) the displacement is the N(0, 10) draw itself.
+    nodes = fields[:, :, [0, 0, 16, 32, 32], [0, 16, 8, 0, 16]]
+    assert abs(nodes.std() - 10.0) < 0.6 and abs(nodes.mean()) < 0.6
+    assert fields.shape == (400, 2, 33, 17) and fields.dtype == np.float32
 
 
 def test_gaussian_blur():

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from jaxseg.data import images as image_io
+from jaxseg.data.pipeline import distinct_values
 
 IMAGE_EXTENSIONS = image_io.EXTENSIONS
 _INTEGER_MASK_MODES = ("1", "L", "P", "I", *image_io.SIXTEEN_BIT)
@@ -56,13 +57,6 @@ def _list_stems(directory: str, kind: str) -> dict[str, str]:
             )
         found[stem] = name
     return found
-
-
-def _unique(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values; bincount is O(n) where np.unique would sort every pixel."""
-    if a.dtype in (np.uint8, np.uint16):
-        return np.flatnonzero(np.bincount(a.ravel(), minlength=1))
-    return np.unique(a)
 
 
 def _colours(codes: np.ndarray) -> list[tuple[int, int, int]]:
@@ -293,16 +287,16 @@ class FolderSource:
             values = np.asarray(img)
             if values.dtype == np.bool_:
                 values = values.astype(np.uint8)
-            mask = values if self.value_map is None else self._apply_value_map(values, path)
+            if self.value_map is not None:
+                return self._apply_value_map(values, path)
+            mask = values
         else:
             raise BadExampleError(
                 f"{path}: unsupported mask mode {img.mode}; use one of "
                 f"{', '.join(_INTEGER_MASK_MODES)} or RGB/RGBA with a palette"
             )
-        present = _unique(mask)
-        bad = present[
-            ((present < 0) | (present >= len(self.class_names))) & (present != self.ignore_index)
-        ]
+        present = distinct_values(mask)
+        bad = self._bad_classes(present)
         if bad.size and self.invalid_to_ignore:
             mask = np.where(np.isin(mask, bad), self.ignore_index, mask)
         elif bad.size:
@@ -313,8 +307,15 @@ class FolderSource:
             )
         return mask.astype(self._mask_dtype, copy=False)
 
+    def _bad_classes(self, values: np.ndarray) -> np.ndarray:
+        """The values that are neither a class index nor ignore_index."""
+        num_classes = len(self.class_names)
+        return values[((values < 0) | (values >= num_classes)) & (values != self.ignore_index)]
+
     def _apply_value_map(self, values: np.ndarray, path: str) -> np.ndarray:
-        present = _unique(values)
+        """values int[H,W] mapped through value_map and checked, as u8/i32[H,W]. The map and
+        the check act on the distinct values; pixels go through one table lookup."""
+        present = distinct_values(values)
         missing = [int(v) for v in present if int(v) not in self.value_map]
         if missing and not self.invalid_to_ignore:
             raise BadExampleError(
@@ -324,6 +325,19 @@ class FolderSource:
         mapped = np.array(
             [self.value_map.get(int(v), self.ignore_index) for v in present], dtype=np.int64
         )
+        bad = self._bad_classes(mapped)
+        if bad.size and not self.invalid_to_ignore:
+            raise BadExampleError(
+                f"{path}: mask values {np.unique(bad)[:10].tolist()} are outside "
+                f"[0, {len(self.class_names)}) and not ignore_index={self.ignore_index} "
+                "(given by value_map)"
+            )
+        mapped[np.isin(mapped, bad)] = self.ignore_index
+        mapped = mapped.astype(self._mask_dtype)
+        if values.dtype in (np.uint8, np.uint16):
+            table = np.zeros(int(present[-1]) + 1, self._mask_dtype)
+            table[present] = mapped
+            return table[values]
         # present is sorted, so searchsorted gives each pixel's position in it.
         return mapped[np.searchsorted(present, values)]
 

@@ -8,6 +8,7 @@ the very batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
@@ -17,13 +18,22 @@ import numpy as np
 
 from jaxseg.data import transforms
 
+log = logging.getLogger(__name__)
+
+
+def distinct_values(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; bincount is O(n) where np.unique would sort every pixel."""
+    if a.dtype in (np.uint8, np.uint16):
+        return np.flatnonzero(np.bincount(a.ravel(), minlength=1))
+    return np.unique(a)
+
 
 def check_mask(
     mask: np.ndarray, num_classes: int, ignore_index: int, where: str, to_ignore: bool = False
 ) -> np.ndarray:
     """The mask, if every value is a class or ignore_index; otherwise an error naming `where`
     and the offending values, or (to_ignore) those pixels set to ignore_index."""
-    values = np.unique(mask)
+    values = distinct_values(mask)
     bad = values[((values >= num_classes) & (values != ignore_index)) | (values < 0)]
     if not bad.size:
         return mask
@@ -105,6 +115,76 @@ class TrainTransform(grain.transforms.RandomMap):
         return out
 
 
+class CanvasPrep(grain.transforms.Map):
+    """augment_on="device": the host's share of the work. The mask is checked, image and mask
+    are padded at the bottom/right to a fixed canvas (image 0, mask ignore_index), and the
+    example's own size is kept; jaxseg.augment does the rest inside the train step. An
+    example larger than the canvas is shrunk to fit it, aspect kept (logged once)."""
+
+    def __init__(
+        self, *, canvas, num_classes: int, ignore_index: int, invalid_to_ignore: bool = False
+    ):
+        self.canvas, self.num_classes = tuple(int(v) for v in canvas), num_classes
+        self.ignore_index, self.invalid_to_ignore = ignore_index, invalid_to_ignore
+        self._warned = False
+
+    def map(self, example: dict) -> dict:
+        where = example.get("name", "example")
+        mask = check_mask(
+            example["mask"], self.num_classes, self.ignore_index, where, self.invalid_to_ignore
+        )
+        image = example["image"]
+        height, width = mask.shape
+        if height > self.canvas[0] or width > self.canvas[1]:
+            fit = min(self.canvas[0] / height, self.canvas[1] / width)
+            size = (max(1, int(height * fit)), max(1, int(width * fit)))
+            if not self._warned:
+                log.warning(
+                    "%s: %dx%d is larger than data.canvas_size %s; shrunk to %dx%d (and so "
+                    "is any other such example; raise data.canvas_size to keep them whole)",
+                    where,
+                    height,
+                    width,
+                    self.canvas,
+                    *size,
+                )
+                self._warned = True
+            image, mask = transforms.resize(image, mask, size)
+        size = np.asarray(mask.shape, np.int32)
+        image, mask = pad_to_size(image, mask, self.canvas, self.ignore_index, where)
+        return {"image": image, "mask": mask, "size": size}
+
+
+class _Lookup:
+    """source[i] as a grain map over drawn indices (picklable for worker processes)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __call__(self, index):
+        return self.source[int(index)]
+
+
+class _BalancedDraw:
+    """Position p of the stream -> an example index drawn with the given probabilities:
+    epoch p // n draws n indices with numpy's generator seeded (seed, epoch), so any position
+    is a pure function of (seed, p), which is what the iterator's saved state resumes from."""
+
+    def __init__(self, probabilities: np.ndarray, seed: int):
+        self.probabilities = np.asarray(probabilities, np.float64)
+        self.seed, self._epochs = seed, {}
+
+    def __call__(self, position: int, _):
+        epoch, offset = divmod(int(position), len(self.probabilities))
+        if epoch not in self._epochs:
+            if len(self._epochs) > 2:  # keep the current epoch and its neighbour
+                self._epochs.pop(min(self._epochs))
+            rng = np.random.default_rng([self.seed, epoch])
+            n = len(self.probabilities)
+            self._epochs[epoch] = rng.choice(n, size=n, p=self.probabilities)
+        return int(self._epochs[epoch][offset])
+
+
 def train_iterator(
     source,
     *,
@@ -117,14 +197,23 @@ def train_iterator(
     num_workers: int = 0,
     read_threads: int = 4,
     prefetch: int = 2,
+    augment_on: str = "host",
+    canvas_size=None,
+    sample_probabilities=None,
     **augment,
 ) -> grain.DatasetIterator:
-    """Endless per-process batches {"image": u8[b,H,W,C], "mask": i32[b,H,W]}, plus
-    "distance": f32[b,H,W,K] (signed_distance) when distance_maps is set.
+    """Endless per-process batches.
 
-    batch_size is this process's share of the global batch. augment: the keyword arguments
-    of jaxseg.data.transforms.train_transform (crop_size is required). The iterator supports
-    get_state()/set_state() (saved in checkpoints by jaxseg.checkpoint).
+    augment_on "host": {"image": u8[b,H,W,C], "mask": i32[b,H,W]} augmented here (plus
+    "distance": f32[b,H,W,K], signed_distance, when distance_maps is set); augment: the
+    keyword arguments of jaxseg.data.transforms.train_transform (crop_size required).
+    augment_on "device": {"image": u8[b,Hc,Wc,C], "mask": u8/i32[b,Hc,Wc], "size": i32[b,2]}
+    padded to canvas_size (Hc, Wc) for jaxseg.augment; augment is unused here.
+
+    batch_size is this process's share of the global batch. Examples come in a new shuffled
+    order every epoch, or, with sample_probabilities (f64[n] over this process's examples,
+    see sampling_probabilities), drawn independently with those probabilities. The iterator
+    supports get_state()/set_state() (saved in checkpoints by jaxseg.checkpoint).
     """
     dataset = grain.MapDataset.source(source)
     # Shard by process before shuffling: each process owns a fixed, disjoint slice.
@@ -134,15 +223,39 @@ def train_iterator(
             f"{source!r}: {len(dataset)} training examples on this process, "
             f"fewer than one batch of {batch_size}"
         )
-    dataset = dataset.shuffle(seed=seed).repeat()
-    transform = TrainTransform(
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        distance_maps=distance_maps,
-        invalid_to_ignore=invalid_to_ignore,
-        **augment,
-    )
-    dataset = dataset.random_map(transform, seed=seed + 1)
+    if sample_probabilities is not None:
+        if len(sample_probabilities) != len(dataset):
+            raise ValueError(
+                f"{len(sample_probabilities)} sampling probabilities for {len(dataset)} examples"
+            )
+        draws = grain.MapDataset.range(len(dataset)).repeat()
+        dataset = draws.map_with_index(_BalancedDraw(sample_probabilities, seed)).map(
+            _Lookup(dataset)
+        )
+    else:
+        dataset = dataset.shuffle(seed=seed).repeat()
+    if augment_on == "device":
+        if distance_maps:
+            raise ValueError("the boundary loss's distance maps need data.augment_on='host'")
+        dataset = dataset.map(
+            CanvasPrep(
+                canvas=canvas_size,
+                num_classes=num_classes,
+                ignore_index=ignore_index,
+                invalid_to_ignore=invalid_to_ignore,
+            )
+        )
+    elif augment_on == "host":
+        transform = TrainTransform(
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            distance_maps=distance_maps,
+            invalid_to_ignore=invalid_to_ignore,
+            **augment,
+        )
+        dataset = dataset.random_map(transform, seed=seed + 1)
+    else:
+        raise ValueError(f"unknown augment_on {augment_on!r}; valid: host, device")
     dataset = dataset.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads)
     iter_dataset = dataset.to_iter_dataset(read)
@@ -151,6 +264,22 @@ def train_iterator(
             grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
         )
     return iter(iter_dataset)
+
+
+def sampling_probabilities(image_classes: np.ndarray, image_share: np.ndarray, threshold: float):
+    """Class-balanced sampling (LVIS's repeat factors, Gupta et al. 2019), as probabilities.
+
+    image_classes: bool[n,K], the classes each of this process's examples holds;
+    image_share: f64[K], the share of all training examples holding each class (over every
+    process). A class c gets r_c = max(1, sqrt(threshold / share_c)), an example the largest
+    r_c of its classes (1 for none), and the probabilities are those factors normalised:
+    f64[n]. Classes in fewer than a `threshold` share of the examples are drawn more often.
+    """
+    share = np.asarray(image_share, np.float64)
+    factor = np.where(share > 0, np.sqrt(threshold / np.maximum(share, 1e-300)), 1.0)
+    factor = np.maximum(factor, 1.0)
+    per_image = np.where(image_classes, factor[None, :], 1.0).max(axis=1)
+    return per_image / per_image.sum()
 
 
 def eval_batches(

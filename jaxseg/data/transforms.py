@@ -1,9 +1,14 @@
-"""Joint image+mask augmentations in numpy, deterministic given a np.random.Generator.
+"""Joint image+mask augmentations on the host, deterministic given a np.random.Generator.
 
 Every function takes image u8[H,W,C] and/or mask int[H,W] and returns new arrays; geometric
 ops always move image and mask together, masks only ever use nearest neighbour, and padding
 fills masks with ignore_index. train_transform chains them in mmseg's order:
-scale -> crop -> flips/rot90 -> photometric -> blur.
+scale -> crop -> flips/rot90 -> elastic -> photometric -> blur.
+
+Speed (docs/benchmarks.md, "Input pipeline"): the work stays in uint8. The random scale
+resizes only the pixels the crop keeps (Pillow's resize with a source box), masks are
+resized by index arithmetic in their own dtype, and the photometric changes are lookup
+tables plus one uint8 HSV round trip, as mmseg's (OpenCV's) are.
 
 Resampling uses pixel centres (align_corners=False) for both the bilinear image and the
 nearest mask, so the two stay aligned to within half a source pixel.
@@ -11,44 +16,52 @@ nearest mask, so the two stay aligned to within half a source pixel.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 # ----------------------------------------------------------------------------- resizing
 
 
-def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of u8[H,W,C] to u8[h,w,C] with Pillow (antialiased when shrinking)."""
+def _resize_image(image: np.ndarray, size: tuple[int, int], box=None) -> np.ndarray:
+    """Bilinear resize of u8[H,W,C] (or the source box (x0, y0, x1, y1) of it, in pixels) to
+    u8[h,w,C] with Pillow, antialiased when shrinking."""
     height, width = size
-    if image.shape[:2] == (height, width):
+    if box is None and image.shape[:2] == (height, width):
         return image.copy()
-    if image.shape[2] == 3:
-        return np.asarray(
-            Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BILINEAR)
+    channels = image.shape[2]
+    if channels in (1, 3):
+        mode_image = Image.fromarray(
+            np.ascontiguousarray(image if channels == 3 else image[..., 0])
         )
+        out = np.asarray(mode_image.resize((width, height), Image.BILINEAR, box=box))
+        return out if channels == 3 else out[..., None]
     # Pillow has no generic C-channel u8 mode, and RGBA resizes premultiplied: go per channel.
-    channels = [
+    planes = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(image[..., c])).resize(
-                (width, height), Image.BILINEAR
+                (width, height), Image.BILINEAR, box=box
             )
         )
-        for c in range(image.shape[2])
+        for c in range(channels)
     ]
-    return np.stack(channels, axis=-1)
+    return np.stack(planes, axis=-1)
 
 
-def _nearest_index(src: int, dst: int) -> np.ndarray:
-    # Source index of each output pixel centre: the same mapping Pillow's bilinear uses,
-    # so mask labels land where the image content does.
-    return np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64), src - 1)
+def nearest_index(src: int, dst: int) -> np.ndarray:
+    """i64[dst]: the source index of each output pixel centre when resizing src -> dst, the
+    mapping Pillow's bilinear uses, so mask labels land where the image content does."""
+    # floor((i + 0.5) * src / dst) in integers: exact, and the same on the device.
+    return np.minimum((2 * np.arange(dst) + 1) * src // (2 * dst), src - 1)
 
 
 def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of int[H,W] to int[h,w]; values and dtype are kept."""
-    rows = _nearest_index(mask.shape[0], size[0])
-    cols = _nearest_index(mask.shape[1], size[1])
-    return mask[rows[:, None], cols[None, :]]
+    rows = nearest_index(mask.shape[0], size[0])
+    cols = nearest_index(mask.shape[1], size[1])
+    return mask.take(rows, axis=0).take(cols, axis=1)
 
 
 def resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
@@ -138,6 +151,79 @@ def random_crop(
     )
 
 
+def _crop_mask_share(crop: np.ndarray, ignore_index: int) -> float:
+    """The most frequent class's share of the non-ignored pixels of crop (1.0 when it holds
+    fewer than two classes), from one bincount when the labels are small integers."""
+    flat = crop.ravel()
+    if crop.dtype == np.uint8 or (flat.size and flat.min() >= 0 and flat.max() < 65536):
+        counts = np.bincount(flat, minlength=ignore_index + 1 if ignore_index >= 0 else 1)
+        if 0 <= ignore_index < counts.size:
+            counts[ignore_index] = 0
+    else:
+        labels, counts = np.unique(flat, return_counts=True)
+        counts = counts[labels != ignore_index]
+    counts = counts[counts > 0]
+    return 1.0 if len(counts) < 2 else counts.max() / counts.sum()
+
+
+def scaled_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    *,
+    scale_range=None,
+    ignore_index: int = 255,
+    cat_max_ratio: float = 1.0,
+    tries: int = 10,
+):
+    """random_scale then random_crop (the same draws, in the same order), computing only the
+    pixels the crop keeps: (u8[h,w,C], int[h,w]) with (h, w) = size, mask dtype kept.
+
+    The mask is exactly what rescaling the whole mask and cropping gives. The image is
+    Pillow's bilinear resize of the source box under the crop; against resizing the whole
+    image and cropping it differs only by the rounding of Pillow's fixed-point filter
+    weights: by at most 2 levels, on a few percent of the pixels (1 % on 300x410 noise,
+    8 % on the small noise images of tests/test_transforms.py).
+    scale_range None (or (1, 1)) skips the rescale and draws no factor.
+    """
+    crop_h, crop_w = int(size[0]), int(size[1])
+    src_h, src_w = mask.shape
+    height, width = src_h, src_w
+    if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
+        scale = rng.uniform(scale_range[0], scale_range[1])
+        height, width = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+    rows, cols = nearest_index(src_h, height), nearest_index(src_w, width)
+
+    # Crop origins in the rescaled frame, padded at the bottom/right to at least the crop.
+    span_h, span_w = max(height, crop_h) - crop_h + 1, max(width, crop_w) - crop_w + 1
+
+    def draw():
+        return int(rng.integers(0, span_h)), int(rng.integers(0, span_w))
+
+    def window(top, left):  # the part of the crop inside the rescaled image
+        return top, min(top + crop_h, height), left, min(left + crop_w, width)
+
+    top, left = draw()
+    if cat_max_ratio < 1.0:
+        for _ in range(tries):
+            y0, y1, x0, x1 = window(top, left)
+            inside = mask.take(rows[y0:y1], axis=0).take(cols[x0:x1], axis=1)
+            # The padding is ignore_index, so the share over the inside is the crop's share.
+            if _crop_mask_share(inside, ignore_index) < cat_max_ratio:
+                break
+            top, left = draw()
+    y0, y1, x0, x1 = window(top, left)
+    out_mask = mask.take(rows[y0:y1], axis=0).take(cols[x0:x1], axis=1)
+    if (height, width) == (src_h, src_w):
+        out_image = image[y0:y1, x0:x1]
+    else:
+        sy, sx = src_h / height, src_w / width
+        box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        out_image = _resize_image(image, (y1 - y0, x1 - x0), box=box)
+    return _pad(out_image, out_mask, (crop_h, crop_w), ignore_index)
+
+
 # ----------------------------------------------------------------------- flips, rotation
 
 
@@ -189,39 +275,57 @@ def random_flip_rotate(
 # --------------------------------------------------------------------------- photometric
 
 
-def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """f32[...,3] RGB in [0,255] -> HSV with h in [0,1), s in [0,1], v in [0,255]."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(-1)
-    delta = value - rgb.min(-1)
-    sat = np.where(value > 0, delta / np.maximum(value, 1e-12), 0.0)
-    safe = np.maximum(delta, 1e-12)
+def _convert_lut(lut: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    # mmseg's PhotoMetricDistortion.convert on a table: x * alpha + beta, clipped to
+    # [0, 255] and truncated to uint8 after every step.
+    return np.clip(lut.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+IDENTITY_LUT = np.arange(256, dtype=np.uint8)
+
+
+def _apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    if lut is IDENTITY_LUT:
+        return image
+    if image.shape[-1] == 3:  # Pillow applies a table to RGB in C, without index arrays
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).point(np.tile(lut, 3)))
+    return lut[image]
+
+
+def _saturation_hue(image: np.ndarray, alpha: float, shift: float) -> np.ndarray:
+    """Saturation times alpha (clipped to 1) and hue plus `shift` sextants (6 = 360 degrees)
+    of u8[H,W,3] RGB, value kept: HSV's arithmetic done in RGB without a round trip, on
+    float32 planes; rounded to u8 once (half up), as OpenCV's HSV -> RGB rounds."""
+    planes = image.reshape(-1, 3).T.astype(np.float32)
+    r, g, b = planes
+    value = np.maximum(np.maximum(r, g), b)
+    chroma = value - np.minimum(np.minimum(r, g), b)
+    out = np.empty((planes.shape[1], 3), np.uint8)
+    if shift == 0.0:  # saturation alone: each channel moves along its line to the value
+        gain = np.divide(
+            np.minimum(chroma * alpha, value), chroma, out=np.ones_like(chroma), where=chroma > 0
+        )
+        for i in range(3):
+            out[:, i] = value + 0.5 - gain * (value - planes[i])
+        return out.reshape(image.shape)
+    inverse = np.divide(1.0, chroma, out=np.zeros_like(chroma), where=chroma > 0)
     hue = np.where(
-        value == r, (g - b) / safe, np.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
+        value == r,
+        (g - b) * inverse,
+        np.where(value == g, (b - r) * inverse + 2.0, (r - g) * inverse + 4.0),
     )
-    hue = np.where(delta > 0, (hue / 6.0) % 1.0, 0.0)
-    return np.stack([hue, sat, value], -1)
-
-
-def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Inverse of _rgb_to_hsv; s == 0 gives exactly (v, v, v)."""
-    hue, sat, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    sector = np.floor(hue * 6.0)
-    frac = hue * 6.0 - sector
-    sector = sector.astype(np.int64) % 6
-    p = value * (1.0 - sat)
-    q = value * (1.0 - sat * frac)
-    t = value * (1.0 - sat * (1.0 - frac))
-    choices = [
-        (value, t, p),
-        (q, value, p),
-        (p, value, t),
-        (p, q, value),
-        (t, p, value),
-        (value, p, q),
-    ]
-    out = [np.choose(sector, [c[i] for c in choices]) for i in range(3)]
-    return np.stack(out, -1)
+    hue += shift + 12.0  # keeps the argument of mod positive
+    value += 0.5  # the cast below truncates: round half up
+    np.minimum(chroma * alpha, value, out=chroma)
+    k = np.empty_like(hue)
+    for i, n in enumerate((5.0, 3.0, 1.0)):  # HSV -> RGB without branches
+        np.add(hue, n, out=k)
+        np.mod(k, 6.0, out=k)
+        np.minimum(k, 4.0 - k, out=k)
+        np.clip(k, 0.0, 1.0, out=k)
+        k *= chroma
+        out[:, i] = value - k
+    return out.reshape(image.shape)
 
 
 def photometric(
@@ -239,70 +343,120 @@ def photometric(
     first or last around saturation (multiply S by U(saturation)) and hue (shift by an
     integer in [-hue, hue] in OpenCV's 0..180 units); each step applies with probability
     1/2. Contrast multiplies pixel values (no mean centring), as in mmseg. Saturation and
-    hue only apply to 3-channel (RGB) images. The work is done in float32, clipped to
-    [0, 255] after every step as mmseg does, and rounded once at the end (mmseg truncates
-    after every step).
+    hue only apply to 3-channel (RGB) images, and change nothing on grey ones.
+
+    Everything stays uint8, as in mmseg: brightness and contrast are lookup tables that
+    clip and truncate after every step as mmseg does; saturation and hue are HSV's
+    arithmetic done in RGB in one pass (mmseg rounds to OpenCV's 8-bit HSV in between,
+    which moves values by up to a few levels; tests/test_transforms.py compares with
+    colorsys).
     """
-    out = image.astype(np.float32)
     rgb = image.ndim == 3 and image.shape[2] == 3
-
-    def apply_contrast(x):
-        if rng.integers(2):
-            x = np.clip(x * rng.uniform(contrast[0], contrast[1]), 0, 255)
-        return x
-
+    before = IDENTITY_LUT
     if rng.integers(2):
-        out = np.clip(out + rng.uniform(-brightness, brightness), 0, 255)
+        before = _convert_lut(before, beta=rng.uniform(-brightness, brightness))
+
+    def contrast_lut(lut):
+        if rng.integers(2):
+            lut = _convert_lut(lut, alpha=rng.uniform(contrast[0], contrast[1]))
+        return lut
+
     contrast_first = bool(rng.integers(2))
     if contrast_first:
-        out = apply_contrast(out)
+        before = contrast_lut(before)
     sat_on = bool(rng.integers(2))
     sat_alpha = rng.uniform(saturation[0], saturation[1]) if sat_on else 1.0
     hue_on = bool(rng.integers(2))
     hue_shift = int(rng.integers(-hue, hue + 1)) if hue_on else 0
-    if rgb and (sat_on or hue_on):
-        hsv = _rgb_to_hsv(out)
-        hsv[..., 1] = np.clip(hsv[..., 1] * sat_alpha, 0.0, 1.0)
-        hsv[..., 0] = (hsv[..., 0] + hue_shift / 180.0) % 1.0
-        out = np.clip(_hsv_to_rgb(hsv), 0, 255)
-    if not contrast_first:
-        out = apply_contrast(out)
-    return np.rint(out).astype(np.uint8)
+    after = IDENTITY_LUT if contrast_first else contrast_lut(IDENTITY_LUT)
+    out = _apply_lut(image, before)
+    if rgb and (sat_on or hue_on) and not _is_grey(out):
+        out = _saturation_hue(out, sat_alpha, hue_shift / 30.0)  # 30 OpenCV units a sextant
+    return _apply_lut(out, after)
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """True when every pixel of u8[H,W,3] has R == G == B (saturation 0, hue undefined)."""
+    return bool(
+        np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 1], image[..., 2])
+    )
 
 
 _photometric = photometric  # train_transform's `photometric` flag shadows the function
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def _convolve_axis(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
-    radius = len(kernel) // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (radius, radius)
-    padded = np.pad(x, pad, mode="reflect" if x.shape[axis] > 1 else "edge")
-    n = x.shape[axis]
-    out = np.zeros_like(x)
-    for i, w in enumerate(kernel):
-        out += w * np.take(padded, np.arange(i, i + n), axis=axis)
-    return out
-
-
 def gaussian_blur(
     image: np.ndarray, rng: np.random.Generator, *, prob: float = 0.0, sigma=(0.1, 2.0)
 ) -> np.ndarray:
-    """With probability prob, a separable Gaussian blur with sigma ~ U(sigma); u8[H,W,C] in
-    and out (reflect padding). prob 0 draws nothing from rng."""
+    """With probability prob, a Gaussian blur with sigma ~ U(sigma) (scipy.ndimage, kernel
+    truncated at 3 sigma, mirrored edges); u8[H,W,C] in and out. prob 0 draws nothing."""
     if prob <= 0.0 or rng.random() >= prob:
         return image
-    kernel = _gaussian_kernel(rng.uniform(sigma[0], sigma[1]))
-    out = _convolve_axis(image.astype(np.float32), kernel, 0)
-    out = _convolve_axis(out, kernel, 1)
+    s = rng.uniform(sigma[0], sigma[1])
+    out = ndimage.gaussian_filter(
+        image.astype(np.float32), sigma=(s, s, 0), mode="mirror", truncate=3.0
+    )
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- elastic
+
+
+@functools.lru_cache(maxsize=16)
+def cubic_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """f64[n_out, n_in]: cubic convolution (Keys, a = -0.5) from n_in grid points to n_out
+    samples, the end points of both aligned (sample i sits at i * (n_in - 1) / (n_out - 1)),
+    indices beyond the grid clamped to its edge. The same matrix serves the host and the
+    device elastic deformation."""
+    out = np.zeros((n_out, n_in))
+    positions = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+    for i, p in enumerate(positions):
+        base = int(np.floor(p))
+        for j in range(base - 1, base + 3):
+            d = abs(p - j)
+            w = (1.5 * d - 2.5) * d * d + 1 if d <= 1 else ((-0.5 * d + 2.5) * d - 4) * d + 2
+            if d < 2:
+                out[i, min(max(j, 0), n_in - 1)] += w
+    return out
+
+
+def elastic_field(rng: np.random.Generator, size: tuple[int, int], sigma: float, grid: int):
+    """f32[2,h,w] displacements (rows, columns) in pixels: N(0, sigma) on a grid x grid
+    lattice spread over the image, interpolated bicubically (Ronneberger et al. 2015)."""
+    coarse = rng.normal(0.0, sigma, (2, grid, grid))
+    rows, cols = cubic_matrix(size[0], grid), cubic_matrix(size[1], grid)
+    return np.stack([rows @ coarse[c] @ cols.T for c in range(2)]).astype(np.float32)
+
+
+def elastic(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    sigma: float = 10.0,
+    grid: int = 3,
+):
+    """The U-Net paper's elastic deformation of image u8[H,W,C] and mask int[H,W] together:
+    the image resampled bilinearly, the mask by nearest neighbour (no label invented), both
+    at (y + dy, x + dx) with the field of elastic_field, edges replicated. sigma 0 draws
+    nothing and returns the inputs."""
+    if sigma <= 0:
+        return image, mask
+    height, width = mask.shape
+    field = elastic_field(rng, (height, width), sigma, grid)
+    y = np.clip(np.arange(height, dtype=np.float32)[:, None] + field[0], 0, height - 1)
+    x = np.clip(np.arange(width, dtype=np.float32)[None, :] + field[1], 0, width - 1)
+    # Clamping the coordinates is replicating the edge. Nearest rounds half up.
+    out_mask = mask[np.floor(y + 0.5).astype(np.intp), np.floor(x + 0.5).astype(np.intp)]
+    y0, x0 = np.floor(y), np.floor(x)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
+    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    out_image = np.rint(top * (1 - fy) + bottom * fy).astype(np.uint8)
+    return out_image, out_mask
 
 
 # ----------------------------------------------------------------------------- the chain
@@ -319,31 +473,34 @@ def train_transform(
     hflip: bool = True,
     vflip: bool = False,
     rot90: bool = False,
+    elastic_sigma: float = 0.0,
+    elastic_grid: int = 3,
     photometric: bool = False,
     blur_prob: float = 0.0,
     ignore_index: int = 255,
 ):
-    """The training chain in mmseg's order: scale -> crop -> flips/rot90 -> photometric -> blur.
+    """The training chain: scale -> crop -> flips/rot90 -> elastic -> photometric -> blur
+    (mmseg's order, with the U-Net paper's elastic deformation where geometry ends).
 
     image u8[H,W,C], mask int[H,W] -> (u8[crop_h,crop_w,C], i32[crop_h,crop_w]), both
     C-contiguous. scale_range None skips scaling. rot90 on a non-square crop only rotates
     by 0 or 180 degrees so the output shape is fixed. Mask values are only moved or padded
-    with ignore_index, never invented, so a checked input stays valid.
+    with ignore_index, never invented, so a checked input stays valid. The mask keeps its
+    own (small) dtype until the end.
     """
-    mask = mask.astype(np.int32, copy=False)
-    if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
-        image, mask = random_scale(image, mask, rng, scale_range)
-    image, mask = random_crop(
+    image, mask = scaled_crop(
         image,
         mask,
         rng,
         tuple(crop_size),
+        scale_range=scale_range,
         ignore_index=ignore_index,
         cat_max_ratio=cat_max_ratio,
     )
     image, mask = random_flip_rotate(
         image, mask, rng, hflip=hflip, vflip=vflip, rot90=rot90, keep_shape=True
     )
+    image, mask = elastic(image, mask, rng, sigma=elastic_sigma, grid=elastic_grid)
     if photometric:
         image = _photometric(image, rng)
     image = gaussian_blur(image, rng, prob=blur_prob)

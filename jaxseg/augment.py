@@ -1,0 +1,241 @@
+"""Training augmentation inside the jitted train step (data.augment_on="device").
+
+The host only decodes each example and pads it to a fixed canvas (jaxseg.data.pipeline,
+DevicePrep); here, per example and in jnp, the same chain as the host path
+(jaxseg.data.transforms.train_transform) runs on the accelerator: random rescale and crop,
+flips and rot90, elastic deformation, mmseg's photometric distortion and Gaussian blur.
+The distributions and the arithmetic are the host path's:
+
+- rescale + crop: Pillow's antialiased bilinear filter as two small matrices per example
+  (out = Wy @ image @ Wx^T), restricted to the rows and columns the crop keeps, and the mask
+  by the host's nearest-neighbour index arithmetic; padding 0 / ignore_index;
+- photometric: mmseg's steps with the truncation after each, saturation and hue by the
+  host's RGB formula, rounded once;
+- elastic and blur: the host's field (the same cubic matrices) and kernel (3 sigma).
+
+The random numbers come from jax.random: each example's key is the step's key folded with
+the example's index in the global batch, so the augmented batch is the same on 1 or 8
+devices and a resumed run draws what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.data import transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Static augmentation settings (the data.* fields of the same names)."""
+
+    crop_size: tuple[int, int]
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    hflip: bool = True
+    vflip: bool = False
+    rot90: bool = False
+    elastic_sigma: float = 0.0
+    elastic_grid: int = 3
+    photometric: bool = False
+    blur_prob: float = 0.0
+    ignore_index: int = 255
+
+
+def _resample_matrix(n, m, start, out_size: int, canvas: int):
+    """f32[out_size, canvas]: rows start..start+out_size of Pillow's bilinear resize of n
+    samples (the example's true size, n <= canvas) to m, antialiased when m < n; rows at
+    or beyond m (the crop's padding) are zero."""
+    scale = n / m
+    filter_scale = jnp.maximum(scale, 1.0)
+    centre = (start + jnp.arange(out_size) + 0.5) * scale
+    j = jnp.arange(canvas) + 0.5
+    w = jnp.maximum(0.0, 1.0 - jnp.abs(j[None, :] - centre[:, None]) / filter_scale)
+    w = jnp.where(jnp.arange(canvas)[None, :] < n, w, 0.0)
+    w = w / jnp.maximum(w.sum(1, keepdims=True), 1e-12)
+    return jnp.where((start + jnp.arange(out_size) < m)[:, None], w, 0.0)
+
+
+def _nearest_rows(n, m, start, out_size: int):
+    """i32[out_size] source rows of the nearest-neighbour resize n -> m at rows start..,
+    and bool[out_size]: inside the rescaled example (else padding)."""
+    i = start + jnp.arange(out_size)
+    return jnp.minimum((2 * i + 1) * n // (2 * m), n - 1), i < m
+
+
+def crop_at(image, mask, size, scaled, origin, opts: Options):
+    """image u8[Hc,Wc,C], mask int[Hc,Wc] (the example in the top-left size = (H, W) of the
+    canvas) rescaled to scaled = (h', w') and cropped to opts.crop_size at origin = (top,
+    left) of the rescaled example padded to at least the crop: f32[h,w,C] (integer values,
+    0 in the padding), i32[h,w] (ignore_index in the padding)."""
+    crop_h, crop_w = opts.crop_size
+    (height, width), (m_h, m_w), (top, left) = size, scaled, origin
+    wy = _resample_matrix(height, m_h, top, crop_h, image.shape[0])
+    wx = _resample_matrix(width, m_w, left, crop_w, image.shape[1])
+    hp = jax.lax.Precision.HIGHEST  # u8 values and weights in f32: no bf16 passes
+    out = jnp.einsum("yh,hwc->ywc", wy, image.astype(jnp.float32), precision=hp)
+    out = jnp.einsum("xw,ywc->yxc", wx, out, precision=hp)
+    rows, in_y = _nearest_rows(height, m_h, top, crop_h)
+    cols, in_x = _nearest_rows(width, m_w, left, crop_w)
+    out_mask = mask[rows][:, cols].astype(jnp.int32)
+    out_mask = jnp.where(in_y[:, None] & in_x[None, :], out_mask, opts.ignore_index)
+    return jnp.floor(jnp.clip(out, 0, 255) + 0.5), out_mask
+
+
+def rescale_crop(key, image, mask, size, opts: Options):
+    """crop_at with the host's draws: s ~ U(scale_range), sides round(H s), round(W s) (at
+    least 1), the crop's origin uniform over the positions inside the padded example."""
+    crop_h, crop_w = opts.crop_size
+    k_scale, k_top, k_left = jax.random.split(key, 3)
+    height, width = size[0], size[1]
+    lo, hi = opts.scale_range
+    if (lo, hi) != (1.0, 1.0):
+        s = jax.random.uniform(k_scale, (), jnp.float32, lo, hi)
+        m_h = jnp.maximum(1, jnp.round(height * s).astype(jnp.int32))
+        m_w = jnp.maximum(1, jnp.round(width * s).astype(jnp.int32))
+    else:
+        m_h, m_w = height, width
+    top = jax.random.randint(k_top, (), 0, jnp.maximum(m_h, crop_h) - crop_h + 1)
+    left = jax.random.randint(k_left, (), 0, jnp.maximum(m_w, crop_w) - crop_w + 1)
+    return crop_at(image, mask, (height, width), (m_h, m_w), (top, left), opts)
+
+
+def flip_rotate(key, image, mask, opts: Options):
+    """Each enabled op with probability 1/2 (rot90: k uniform in 0..3, or {0, 2} for a
+    non-square crop), hflip then vflip then rot90, image [h,w,C] and mask [h,w] together."""
+    k_h, k_v, k_r = jax.random.split(key, 3)
+    if opts.hflip:
+        on = jax.random.bernoulli(k_h)
+        image, mask = jnp.where(on, image[:, ::-1], image), jnp.where(on, mask[:, ::-1], mask)
+    if opts.vflip:
+        on = jax.random.bernoulli(k_v)
+        image, mask = jnp.where(on, image[::-1], image), jnp.where(on, mask[::-1], mask)
+    if opts.rot90:
+        square = opts.crop_size[0] == opts.crop_size[1]
+        k = jax.random.randint(k_r, (), 0, 4)
+        k = k if square else (k % 2) * 2
+        turns = [lambda a, t=t: jnp.rot90(a, t, axes=(0, 1)) for t in range(4)]
+        image = jax.lax.switch(k, turns, image)
+        mask = jax.lax.switch(k, turns, mask)
+    return image, mask
+
+
+def elastic(key, image, mask, opts: Options):
+    """The host's elastic deformation (transforms.elastic): N(0, sigma) displacements on a
+    grid x grid lattice, bicubic in between, image bilinear and mask nearest, edges
+    replicated."""
+    height, width = mask.shape
+    g = opts.elastic_grid
+    coarse = opts.elastic_sigma * jax.random.normal(key, (2, g, g), jnp.float32)
+    rows = jnp.asarray(transforms.cubic_matrix(height, g), jnp.float32)
+    cols = jnp.asarray(transforms.cubic_matrix(width, g), jnp.float32)
+    hp = jax.lax.Precision.HIGHEST
+    field = jnp.einsum("hi,cij,wj->chw", rows, coarse, cols, precision=hp)
+    y = jnp.clip(jnp.arange(height, dtype=jnp.float32)[:, None] + field[0], 0, height - 1)
+    x = jnp.clip(jnp.arange(width, dtype=jnp.float32)[None, :] + field[1], 0, width - 1)
+    out_mask = mask[jnp.floor(y + 0.5).astype(jnp.int32), jnp.floor(x + 0.5).astype(jnp.int32)]
+    y0, x0 = jnp.floor(y), jnp.floor(x)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+    y1, x1 = jnp.minimum(y0 + 1, height - 1), jnp.minimum(x0 + 1, width - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return jnp.floor(top * (1 - fy) + bottom * fy + 0.5), out_mask
+
+
+def _convert(x, alpha=1.0, beta=0.0):
+    # mmseg's convert: x * alpha + beta, clipped to [0, 255], truncated.
+    return jnp.floor(jnp.clip(x * alpha + beta, 0, 255))
+
+
+def saturation_hue(image, alpha, shift):
+    """transforms._saturation_hue in jnp: f32[h,w,3] RGB values -> same, rounded half up."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    value = jnp.maximum(jnp.maximum(r, g), b)
+    chroma = value - jnp.minimum(jnp.minimum(r, g), b)
+    inverse = jnp.where(chroma > 0, 1.0 / jnp.where(chroma > 0, chroma, 1.0), 0.0)
+    hue = jnp.where(
+        value == r,
+        (g - b) * inverse,
+        jnp.where(value == g, (b - r) * inverse + 2.0, (r - g) * inverse + 4.0),
+    )
+    hue = hue + shift + 12.0
+    chroma = jnp.minimum(chroma * alpha, value)
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = jnp.mod(hue + n, 6.0)
+        out.append(value - chroma * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0))
+    return jnp.floor(jnp.stack(out, -1) + 0.5)
+
+
+def photometric(key, image, *, brightness=32.0, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18):
+    """mmseg's PhotoMetricDistortion on f32[h,w,C] integer values, as transforms.photometric:
+    each step with probability 1/2, contrast first or last, saturation and hue on RGB."""
+    keys = jax.random.split(key, 9)
+    coin = [jax.random.bernoulli(k) for k in keys[:5]]  # brightness, first, contrast, sat, hue
+    beta = jax.random.uniform(keys[5], (), jnp.float32, -brightness, brightness)
+    alpha = jax.random.uniform(keys[6], (), jnp.float32, *contrast)
+    sat_alpha = jax.random.uniform(keys[7], (), jnp.float32, *saturation)
+    hue_shift = jax.random.randint(keys[8], (), -hue, hue + 1)
+    x = jnp.where(coin[0], _convert(image, beta=beta), image)
+    x = jnp.where(coin[1] & coin[2], _convert(x, alpha=alpha), x)
+    if image.shape[-1] == 3:
+        moved = saturation_hue(
+            x, jnp.where(coin[3], sat_alpha, 1.0), jnp.where(coin[4], hue_shift / 30.0, 0.0)
+        )
+        x = jnp.where(coin[3] | coin[4], moved, x)
+    return jnp.where(~coin[1] & coin[2], _convert(x, alpha=alpha), x)
+
+
+def gaussian_blur(key, image, prob: float, sigma=(0.1, 2.0)):
+    """With probability prob, transforms.gaussian_blur's filter: sigma ~ U(sigma), taps out to
+    round(3 sigma), mirrored edges; f32[h,w,C] in and out (rounded)."""
+    k_on, k_sigma = jax.random.split(key)
+    s = jax.random.uniform(k_sigma, (), jnp.float32, *sigma)
+    radius = int(np.floor(3.0 * sigma[1] + 0.5))
+    taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    weights = jnp.where(
+        jnp.abs(taps) <= jnp.floor(3.0 * s + 0.5), jnp.exp(-0.5 * (taps / s) ** 2), 0
+    )
+    weights = weights / weights.sum()
+    out = image
+    for axis in (0, 1):
+        pad = [(0, 0)] * 3
+        pad[axis] = (radius, radius)
+        padded = jnp.pad(out, pad, mode="reflect")  # numpy's reflect is scipy's mirror
+        n = out.shape[axis]
+        out = sum(
+            weights[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
+            for i in range(2 * radius + 1)
+        )
+    blurred = jnp.floor(jnp.clip(out, 0, 255) + 0.5)
+    return jnp.where(jax.random.uniform(k_on) < prob, blurred, image)
+
+
+def augment_example(key, image, mask, size, opts: Options):
+    """One example: image u8[Hc,Wc,C], mask int[Hc,Wc], size i32[2] -> (u8[h,w,C],
+    i32[h,w]), the chain of transforms.train_transform."""
+    k_crop, k_flip, k_elastic, k_photo, k_blur = jax.random.split(key, 5)
+    out, out_mask = rescale_crop(k_crop, image, mask, size, opts)
+    out, out_mask = flip_rotate(k_flip, out, out_mask, opts)
+    if opts.elastic_sigma > 0:
+        out, out_mask = elastic(k_elastic, out, out_mask, opts)
+    if opts.photometric:
+        out = photometric(k_photo, out)
+    if opts.blur_prob > 0:
+        out = gaussian_blur(k_blur, out, opts.blur_prob)
+    return out.astype(jnp.uint8), out_mask
+
+
+def augment_batch(key, batch: dict, opts: Options) -> dict:
+    """{"image": u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]} (the padded canvas and
+    each example's own size) -> {"image": u8[B,h,w,C], "mask": i32[B,h,w]}. Example b uses
+    fold_in(key, b): the same values whatever the batch's sharding."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch["image"].shape[0]))
+    image, mask = jax.vmap(augment_example, in_axes=(0, 0, 0, 0, None))(
+        keys, batch["image"], batch["mask"], batch["size"], opts
+    )
+    return {"image": image, "mask": mask}
