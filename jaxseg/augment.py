@@ -125,15 +125,27 @@ def flip_rotate(key, image, mask, opts: Options):
 
 def elastic(key, image, mask, opts: Options):
     """The host's elastic deformation (transforms.elastic): N(0, sigma) displacements on a
-    grid x grid lattice, bicubic in between, image bilinear and mask nearest, edges
-    replicated."""
+    grid x grid lattice, bicubic in between; warp."""
     height, width = mask.shape
     g = opts.elastic_grid
     coarse = opts.elastic_sigma * jax.random.normal(key, (2, g, g), jnp.float32)
-    rows = jnp.asarray(transforms.cubic_matrix(height, g), jnp.float32)
-    cols = jnp.asarray(transforms.cubic_matrix(width, g), jnp.float32)
+    return warp(image, mask, field_from(coarse, (height, width)))
+
+
+def field_from(coarse, size):
+    """f32[2,h,w] from the lattice displacements f32[2,g,g] (transforms.elastic_field's
+    interpolation)."""
+    g = coarse.shape[-1]
+    rows = jnp.asarray(transforms.cubic_matrix(size[0], g), jnp.float32)
+    cols = jnp.asarray(transforms.cubic_matrix(size[1], g), jnp.float32)
     hp = jax.lax.Precision.HIGHEST
-    field = jnp.einsum("hi,cij,wj->chw", rows, coarse, cols, precision=hp)
+    return jnp.einsum("hi,cij,wj->chw", rows, coarse, cols, precision=hp)
+
+
+def warp(image, mask, field):
+    """transforms.warp in jnp: f32[h,w,C] bilinear (rounded) and mask nearest, at
+    (y + field[0], x + field[1]), edges replicated."""
+    height, width = mask.shape
     y = jnp.clip(jnp.arange(height, dtype=jnp.float32)[:, None] + field[0], 0, height - 1)
     x = jnp.clip(jnp.arange(width, dtype=jnp.float32)[None, :] + field[1], 0, width - 1)
     out_mask = mask[jnp.floor(y + 0.5).astype(jnp.int32), jnp.floor(x + 0.5).astype(jnp.int32)]
@@ -190,28 +202,35 @@ def photometric(key, image, *, brightness=32.0, contrast=(0.5, 1.5), saturation=
     return jnp.where(~coin[1] & coin[2], _convert(x, alpha=alpha), x)
 
 
-def gaussian_blur(key, image, prob: float, sigma=(0.1, 2.0)):
-    """With probability prob, transforms.gaussian_blur's filter: sigma ~ U(sigma), taps out to
-    round(3 sigma), mirrored edges; f32[h,w,C] in and out (rounded)."""
-    k_on, k_sigma = jax.random.split(key)
-    s = jax.random.uniform(k_sigma, (), jnp.float32, *sigma)
-    radius = int(np.floor(3.0 * sigma[1] + 0.5))
-    taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+BLUR_SIGMA = (0.1, 2.0)  # transforms.gaussian_blur's default range
+
+
+def blur(image, s, max_radius: int):
+    """transforms.gaussian_blur's filter at sigma s on f32[h,w,C]: taps out to round(3 s)
+    (at most max_radius), mirrored edges, rounded."""
+    taps = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
     weights = jnp.where(
-        jnp.abs(taps) <= jnp.floor(3.0 * s + 0.5), jnp.exp(-0.5 * (taps / s) ** 2), 0
+        jnp.abs(taps) <= jnp.floor(3.0 * s + 0.5), jnp.exp(-0.5 * (taps / s) ** 2), 0.0
     )
     weights = weights / weights.sum()
     out = image
     for axis in (0, 1):
         pad = [(0, 0)] * 3
-        pad[axis] = (radius, radius)
+        pad[axis] = (max_radius, max_radius)
         padded = jnp.pad(out, pad, mode="reflect")  # numpy's reflect is scipy's mirror
         n = out.shape[axis]
         out = sum(
             weights[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
-            for i in range(2 * radius + 1)
+            for i in range(2 * max_radius + 1)
         )
-    blurred = jnp.floor(jnp.clip(out, 0, 255) + 0.5)
+    return jnp.floor(jnp.clip(out, 0, 255) + 0.5)
+
+
+def gaussian_blur(key, image, prob: float, sigma=BLUR_SIGMA):
+    """With probability prob, blur at sigma ~ U(sigma)."""
+    k_on, k_sigma = jax.random.split(key)
+    s = jax.random.uniform(k_sigma, (), jnp.float32, *sigma)
+    blurred = blur(image, s, int(np.floor(3.0 * sigma[1] + 0.5)))
     return jnp.where(jax.random.uniform(k_on) < prob, blurred, image)
 
 

@@ -438,13 +438,16 @@ def elastic(
     grid: int = 3,
 ):
     """The U-Net paper's elastic deformation of image u8[H,W,C] and mask int[H,W] together:
-    the image resampled bilinearly, the mask by nearest neighbour (no label invented), both
-    at (y + dy, x + dx) with the field of elastic_field, edges replicated. sigma 0 draws
-    nothing and returns the inputs."""
+    warp by the field of elastic_field. sigma 0 draws nothing and returns the inputs."""
     if sigma <= 0:
         return image, mask
+    return warp(image, mask, elastic_field(rng, mask.shape, sigma, grid))
+
+
+def warp(image: np.ndarray, mask: np.ndarray, field: np.ndarray):
+    """image u8[H,W,C] resampled bilinearly and mask int[H,W] by nearest neighbour (no label
+    invented), both at (y + field[0], x + field[1]), edges replicated."""
     height, width = mask.shape
-    field = elastic_field(rng, (height, width), sigma, grid)
     y = np.clip(np.arange(height, dtype=np.float32)[:, None] + field[0], 0, height - 1)
     x = np.clip(np.arange(width, dtype=np.float32)[None, :] + field[1], 0, width - 1)
     # Clamping the coordinates is replicating the edge. Nearest rounds half up.
@@ -455,7 +458,7 @@ def elastic(
     y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
     top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
     bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    out_image = np.rint(top * (1 - fy) + bottom * fy).astype(np.uint8)
+    out_image = np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8)
     return out_image, out_mask
 
 
