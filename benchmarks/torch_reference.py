@@ -168,7 +168,9 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def run(args, argv) -> list[dict]:
+def run(args, argv, results: str | None = None) -> list[dict]:
+    """Times each variant; appends each record to results (when given) as soon as it is
+    measured, so a run stopped during torch.compile keeps the eager figures."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bf16 = (args.dtype or ("bf16" if device.type == "cuda" else "f32")) == "bf16"
     if device.type == "cuda":
@@ -233,6 +235,10 @@ def run(args, argv) -> list[dict]:
             }
         )
         print(format_row(records[-1]), flush=True)
+        if results:
+            os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
+            with open(results, "a") as f:
+                f.write(json.dumps(records[-1]) + "\n")
     return records
 
 
@@ -251,11 +257,7 @@ def format_row(r: dict) -> str:
 def main(argv=None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    records = run(args, argv)
-    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-    with open(args.results, "a") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    records = run(args, argv, results=args.results)
     print(f"appended to {args.results}")
     return records
 

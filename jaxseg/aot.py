@@ -72,8 +72,11 @@ def topology_devices(name: str) -> list:
 
     Raises AotError when libtpu is missing or refuses the topology."""
     spec = SLICES[name]
-    # libtpu otherwise asks the GCE metadata server which TPU it runs on, and waits for it.
+    # libtpu otherwise asks the GCE metadata server which TPU it runs on, and waits for it;
+    # and takes /tmp/libtpu_lockfile, which would keep a second compile (or a compile beside
+    # a training job on a TPU VM) out, though compiling touches no chip.
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
     try:

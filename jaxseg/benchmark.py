@@ -293,7 +293,9 @@ def benchmark_step(
 
     # ---- Optional: the same step fed by the real input pipeline -------------------------
     if pipeline:
-        iterator = recipe.train_iterator(config, recipe.make_source(config, "train"), local_batch)
+        workers = recipe.worker_count(config)  # data.num_workers, -1 (auto) resolved
+        source = recipe.make_source(config, "train")
+        iterator = recipe.train_iterator(config, source, local_batch, num_workers=workers)
         waits, walls = [], []
         for i in range(warmup + steps):
             start = time.perf_counter()
@@ -304,7 +306,7 @@ def benchmark_step(
                 waits.append(fetched - start)
                 walls.append(time.perf_counter() - start)
         record["pipeline"] = {
-            "num_workers": data.num_workers,
+            "num_workers": workers,
             "median_ms": 1e3 * statistics.median(walls),
             "images_per_s": config.batch_size * len(walls) / sum(walls),
             "input_stall": sum(waits) / sum(walls),
