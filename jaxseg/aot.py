@@ -135,3 +135,40 @@ def libtpu_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "n/a" if value is None else format(value * scale, spec)
+
+
+def format_table(r: dict) -> str:
+    """jaxseg.benchmark's --aot record as a two-column table (and the error line)."""
+    h, w = r["size"]
+    head = (
+        f"jaxseg AOT: {r['model']} ({r['params']:,} params, {r['num_classes']} classes), "
+        f"{r['mode']}, batch {r['batch']}, {h}x{w}, {r['dtype']}; {r['aot']} = {r['topology']}, "
+        f"{r['device_count']} x {r['device_kind']} ({r['hosts']} hosts)"
+    )
+    gib = 2.0**-30
+    rows = [
+        ("status", r["status"]),
+        ("lower s", _fmt(r["lower_s"], ".2f")),
+        ("compile s", _fmt(r["compile_s"], ".2f")),
+        ("HBM GiB/chip", _fmt(r["hbm_bytes_per_chip"], ".1f", gib)),
+    ]
+    if r["memory"]:
+        m = r["memory"]
+        rows += [
+            ("memory GiB/chip", _fmt(m["total_bytes"], ".3f", gib)),
+            ("share of HBM", _fmt(r["memory_share"], ".1%")),
+            ("  arguments GiB", _fmt(m["argument_bytes"], ".3f", gib)),
+            ("  outputs GiB", _fmt(m["output_bytes"], ".3f", gib)),
+            ("  aliased GiB", _fmt(m["alias_bytes"], ".3f", gib)),
+            ("  temporaries GiB", _fmt(m["temp_bytes"], ".3f", gib)),
+            ("GFLOP/step", _fmt(r["flops_per_step"], ".1f", 1e-9)),
+            ("GFLOP/step/chip", _fmt(r["flops_per_device"], ".1f", 1e-9)),
+        ]
+    lines = [head] + [f"  {name:<18} {value:>12}" for name, value in rows]
+    if r["error"]:
+        lines.append(f"  error: {r['error']}")
+    return "\n".join(lines)

@@ -23,7 +23,13 @@ the device is idle exactly while the host waits: input stall = (time in next(ite
 host-to-device transfer) / wall time.
 
 --data_only times the input pipeline alone: images/s per grain worker count, after one
-warm-up batch, the median of --repeats timings of --batches batches.
+warm-up batch, the median of --repeats timings of --batches batches (a JSON line only
+with --results).
+
+--aot tpu:v5e-8 (or another slice of jaxseg.aot.SLICES) runs nothing: it lowers and
+compiles the same step for a TPU slice on this host, no TPU attached (needs libtpu, the
+`tpu` extra), and reports compile success, XLA's memory per chip against the chip's HBM and
+FLOPs per step, or XLA's out-of-memory line with exit status 1.
 """
 
 from __future__ import annotations
@@ -419,39 +425,6 @@ def format_table(r: dict) -> str:
     return "\n".join([head] + [f"  {name:<18} {value:>12}" for name, value in rows])
 
 
-def format_aot_table(r: dict) -> str:
-    """The record of aot_step as a two-column table (or the one-line error)."""
-    h, w = r["size"]
-    head = (
-        f"jaxseg AOT: {r['model']} ({r['params']:,} params, {r['num_classes']} classes), "
-        f"{r['mode']}, batch {r['batch']}, {h}x{w}, {r['dtype']}; {r['aot']} = {r['topology']}, "
-        f"{r['device_count']} x {r['device_kind']} ({r['hosts']} hosts)"
-    )
-    gib = 2.0**-30
-    rows = [
-        ("status", r["status"]),
-        ("lower s", _fmt(r["lower_s"], ".2f")),
-        ("compile s", _fmt(r["compile_s"], ".2f")),
-        ("HBM GiB/chip", _fmt(r["hbm_bytes_per_chip"], ".1f", gib)),
-    ]
-    if r["memory"]:
-        m = r["memory"]
-        rows += [
-            ("memory GiB/chip", _fmt(m["total_bytes"], ".3f", gib)),
-            ("share of HBM", _fmt(r["memory_share"], ".1%")),
-            ("  arguments GiB", _fmt(m["argument_bytes"], ".3f", gib)),
-            ("  outputs GiB", _fmt(m["output_bytes"], ".3f", gib)),
-            ("  aliased GiB", _fmt(m["alias_bytes"], ".3f", gib)),
-            ("  temporaries GiB", _fmt(m["temp_bytes"], ".3f", gib)),
-            ("GFLOP/step", _fmt(r["flops_per_step"], ".1f", 1e-9)),
-            ("GFLOP/step/chip", _fmt(r["flops_per_device"], ".1f", 1e-9)),
-        ]
-    lines = [head] + [f"  {name:<18} {value:>12}" for name, value in rows]
-    if r["error"]:
-        lines.append(f"  error: {r['error']}")
-    return "\n".join(lines)
-
-
 def data_throughput(config, *, num_workers: int, batches: int, batch_size: int) -> float:
     """Images/s of the training pipeline with num_workers grain worker processes."""
     source = recipe.make_source(config, "train")
@@ -603,7 +576,7 @@ def main(argv=None) -> dict | None:
             record = aot_step(config, target=fv.aot, mode=fv.mode, num_classes=num_classes)
         except (aot.AotError, ValueError) as e:
             configs.fail("jaxseg.benchmark", str(e))
-        print(format_aot_table(record), flush=True)
+        print(aot.format_table(record), flush=True)
         _append(record, argv, results)
         if record["status"] != "compiled":
             sys.exit(1)
