@@ -94,6 +94,7 @@ def evaluate_run(
         },
         "seconds": timing["seconds"],
         "images_per_s": timing["images_per_s"],
+        "input_stall": timing["input_stall"],
         "devices": f"{mesh.devices.size} x {jax.devices()[0].device_kind}",
         "versions": versions(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -164,6 +165,11 @@ def main(argv=None) -> dict:
             f"{fv.split} split, checkpoint step {report['checkpoint_step']}, "
             f"{report['inference']['mode']} mode: {report['num_examples']} images, "
             f"{report['images_per_s']:.1f} images/s"
+            + (
+                f", input stall {report['input_stall']:.1%}"
+                if report["input_stall"] is not None
+                else ""
+            )
         )
         print(report["table"])
         print(f"wrote {' and '.join(report['files'])}")

@@ -320,6 +320,7 @@ def eval_batches(config, source, batch_size: int):
         ignore_index=config.data.ignore_index,
         shorter_side=config.eval.shorter_side,
         invalid_to_ignore=config.data.invalid_to_ignore,
+        read_threads=config.data.read_threads,
     )
 
 
@@ -477,8 +478,10 @@ def evaluate(
     """Scores of jaxseg.metrics over the whole split, from counts summed on device.
 
     eval_fn: the jitted eval_step partial; variables: {"params", "batch_stats"}, replicated.
-    timing: a dict to receive "seconds" (the whole loop) and "images_per_s" (after the first
-    batch, which compiles, when there are several).
+    timing: a dict to receive "seconds" (the whole loop), "images_per_s" (after the first
+    batch, which compiles, when there are several) and "input_stall": the share of that time
+    the device waited for the next batch (each batch is then waited for, so the device is
+    idle exactly while the host fetches and transfers the next one).
     """
     num_classes = len(source.class_names)
     local_batch = sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
@@ -489,19 +492,29 @@ def evaluate(
     total = -(-len(source) // config.eval.batch_size)
     start = time.perf_counter()
     first = None  # (time, images) when the first batch is done
+    waited, done = 0.0, None  # time in next() + transfer after the first batch; last finish
     bar = writer.Bar(batches, total=total, desc="evaluate", unit="batch", disable=not progress)
     for batch in bar:
-        totals = eval_fn(variables, sharding.to_global(batch, mesh), totals)
-        if first is None and timing is not None:
+        global_batch = sharding.to_global(batch, mesh)
+        if done is not None:
+            waited += time.perf_counter() - done
+        totals = eval_fn(variables, global_batch, totals)
+        if timing is not None:
             jax.block_until_ready(totals)
-            first = (time.perf_counter(), int(batch["valid"].sum()) * jax.process_count())
+            done = time.perf_counter()
+            if first is None:
+                first = (done, int(batch["valid"].sum()) * jax.process_count())
     totals = jax.device_get(totals)
     if timing is not None:
         end = time.perf_counter()
         timed = (
             (end - first[0], len(source) - first[1]) if total > 1 else (end - start, len(source))
         )
-        timing |= {"seconds": end - start, "images_per_s": timed[1] / max(timed[0], 1e-9)}
+        timing |= {
+            "seconds": end - start,
+            "images_per_s": timed[1] / max(timed[0], 1e-9),
+            "input_stall": waited / max(end - first[0], 1e-9) if total > 1 else None,
+        }
     return metrics.scores(
         np.asarray(totals["confusion"], np.int64),
         boundary=np.asarray(totals["boundary"], np.int64),

@@ -282,6 +282,48 @@ def sampling_probabilities(image_classes: np.ndarray, image_share: np.ndarray, t
     return per_image / per_image.sum()
 
 
+class EvalPrep(grain.transforms.Map):
+    """One evaluation example, by index (-1: a padding example): resized so its shorter side
+    is shorter_side (0 keeps it), its mask checked, padded to pad_to, with "valid" and its
+    own "size"."""
+
+    def __init__(self, source, *, pad_to, num_classes, ignore_index, shorter_side, to_ignore):
+        self.source, self.pad_to, self.num_classes = source, tuple(pad_to), num_classes
+        self.ignore_index, self.shorter_side, self.to_ignore = (
+            ignore_index,
+            shorter_side,
+            to_ignore,
+        )
+        self._channels = None
+
+    def map(self, index):
+        index = int(index)
+        if index < 0:
+            if self._channels is None:  # the padding takes the data's channel count
+                self._channels = self.source[0]["image"].shape[-1]
+            return {
+                "image": np.zeros((*self.pad_to, self._channels), np.uint8),
+                "mask": np.full(self.pad_to, self.ignore_index, np.int32),
+                "valid": False,
+                "size": np.asarray(self.pad_to, np.int32),
+            }
+        example = self.source[index]
+        where = example.get("name", f"example {index}")
+        image, mask = example["image"], example["mask"]
+        if self.shorter_side:
+            image, mask = transforms.resize_shorter_side(image, mask, self.shorter_side)
+        mask = check_mask(mask, self.num_classes, self.ignore_index, where, self.to_ignore)
+        size = np.asarray(mask.shape, np.int32)
+        image, mask = pad_to_size(
+            image,
+            mask.astype(np.int32),
+            self.pad_to,
+            self.ignore_index,
+            where + " (raise eval.size)",
+        )
+        return {"image": image, "mask": mask, "valid": True, "size": size}
+
+
 def eval_batches(
     source,
     *,
@@ -291,6 +333,7 @@ def eval_batches(
     ignore_index: int = 255,
     shorter_side: int = 0,
     invalid_to_ignore: bool = False,
+    read_threads: int = 4,
 ) -> Iterator[dict]:
     """Every example exactly once across processes, in fixed-shape padded batches.
 
@@ -300,38 +343,22 @@ def eval_batches(
     "mask": i32[b,H,W], "valid": bool[b], "size": i32[b,2]} (each example's own height and
     width before padding); padding examples are zeros with valid False and size pad_to.
     Every process yields the same number of batches, so global arrays can be assembled.
+    Examples are read and prepared by `read_threads` threads, batches ahead of the consumer
+    (grain), so the device does not wait on the host while it is busier than the host.
     """
     count, index, processes = len(source), jax.process_index(), jax.process_count()
     mine = list(range(index, count, processes))
     num_batches = math.ceil(math.ceil(count / processes) / batch_size)
-    for b in range(num_batches):
-        images, masks, sizes = [], [], []
-        for i in mine[b * batch_size : (b + 1) * batch_size]:
-            example = source[i]
-            where = example.get("name", f"example {i}")
-            image, mask = example["image"], example["mask"]
-            if shorter_side:
-                image, mask = transforms.resize_shorter_side(image, mask, shorter_side)
-            mask = check_mask(mask, num_classes, ignore_index, where, invalid_to_ignore)
-            sizes.append(mask.shape)
-            image, mask = pad_to_size(
-                image,
-                mask.astype(np.int32),
-                pad_to,
-                ignore_index,
-                where + " (raise eval.size)",
-            )
-            images.append(image)
-            masks.append(mask)
-        valid = np.arange(batch_size) < len(images)
-        channels = images[0].shape[-1] if images else 3
-        while len(images) < batch_size:
-            images.append(np.zeros((*pad_to, channels), np.uint8))
-            masks.append(np.full(pad_to, ignore_index, np.int32))
-            sizes.append(pad_to)
-        yield {
-            "image": np.stack(images),
-            "mask": np.stack(masks),
-            "valid": valid,
-            "size": np.asarray(sizes, np.int32).reshape(batch_size, 2),
-        }
+    indices = mine + [-1] * (num_batches * batch_size - len(mine))
+    prep = EvalPrep(
+        source,
+        pad_to=pad_to,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        shorter_side=shorter_side,
+        to_ignore=invalid_to_ignore,
+    )
+    dataset = grain.MapDataset.source(indices).map(prep).batch(batch_size)
+    threads = max(1, read_threads)
+    read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+    return iter(dataset.to_iter_dataset(read))
