@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from jaxseg.data import images as image_io
-from jaxseg.data.pipeline import distinct_values
+from jaxseg.data.pipeline import bad_values, distinct_values
 
 IMAGE_EXTENSIONS = image_io.EXTENSIONS
 _INTEGER_MASK_MODES = ("1", "L", "P", "I", *image_io.SIXTEEN_BIT)
@@ -295,8 +295,7 @@ class FolderSource:
                 f"{path}: unsupported mask mode {img.mode}; use one of "
                 f"{', '.join(_INTEGER_MASK_MODES)} or RGB/RGBA with a palette"
             )
-        present = distinct_values(mask)
-        bad = self._bad_classes(present)
+        bad = bad_values(mask, len(self.class_names), self.ignore_index)
         if bad.size and self.invalid_to_ignore:
             mask = np.where(np.isin(mask, bad), self.ignore_index, mask)
         elif bad.size:
@@ -315,6 +314,8 @@ class FolderSource:
     def _apply_value_map(self, values: np.ndarray, path: str) -> np.ndarray:
         """values int[H,W] mapped through value_map and checked, as u8/i32[H,W]. The map and
         the check act on the distinct values; pixels go through one table lookup."""
+        if values.dtype == np.uint8:  # one table over all 256 values, -1 for unmapped
+            return self._apply_value_table(values, path)
         present = distinct_values(values)
         missing = [int(v) for v in present if int(v) not in self.value_map]
         if missing and not self.invalid_to_ignore:
@@ -334,12 +335,38 @@ class FolderSource:
             )
         mapped[np.isin(mapped, bad)] = self.ignore_index
         mapped = mapped.astype(self._mask_dtype)
-        if values.dtype in (np.uint8, np.uint16):
-            table = np.zeros(int(present[-1]) + 1, self._mask_dtype)
-            table[present] = mapped
-            return table[values]
         # present is sorted, so searchsorted gives each pixel's position in it.
         return mapped[np.searchsorted(present, values)]
+
+    def _apply_value_table(self, values: np.ndarray, path: str) -> np.ndarray:
+        """_apply_value_map for u8 masks: a 256-entry table, the checks on its entries and
+        on the pixels that hit an unmapped one."""
+        num_classes = len(self.class_names)
+        table = np.full(256, -1, np.int64)
+        for k, v in self.value_map.items():
+            if 0 <= k < 256:
+                table[k] = v
+        wrong = (table >= num_classes) & (table != self.ignore_index) | (table < -1)
+        if wrong.any() and not self.invalid_to_ignore:
+            used = np.flatnonzero(wrong)
+            used = used[np.isin(used, values)] if used.size else used
+            if used.size:
+                raise BadExampleError(
+                    f"{path}: mask values {np.unique(table[used])[:10].tolist()} are outside "
+                    f"[0, {num_classes}) and not ignore_index={self.ignore_index} "
+                    "(given by value_map)"
+                )
+        table[wrong] = self.ignore_index
+        mapped = np.take(table.astype(np.int16), values)
+        if mapped.min() < 0:
+            missing = np.unique(values[mapped < 0])
+            if not self.invalid_to_ignore:
+                raise BadExampleError(
+                    f"{path}: mask values {missing[:10].tolist()} are not in value_map "
+                    f"(keys {sorted(self.value_map)[:10]})"
+                )
+            mapped[mapped < 0] = self.ignore_index
+        return mapped.astype(self._mask_dtype)
 
     def _decode_colours(self, rgb: np.ndarray, path: str) -> np.ndarray:
         if self._palette_keys is None:

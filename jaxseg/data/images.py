@@ -2,7 +2,8 @@
 prediction: an allow-list of formats, a pixel limit checked before decoding, EXIF
 orientation applied, and every mode converted to u8 RGB on purpose.
 
-Conversions: greyscale, palette and CMYK images become their RGB colours; RGBA and LA drop
+Conversions: greyscale images become three equal channels (one in memory, as_rgb), palette
+and CMYK images their RGB colours; RGBA and LA drop
 alpha (no compositing); 16-bit and 32-bit integer greyscale keep their top byte of 16 bits
 (value >> 8); floating-point images are refused.
 """
@@ -76,14 +77,27 @@ def to_rgb8(img: Image.Image, path: str = "image") -> np.ndarray:
         values = np.asarray(img).astype(np.int64)
         if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
             raise ImageError(f"{path}: mode {img.mode} values outside 16 bits")
-        grey = (values >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return as_rgb((values >> 8).astype(np.uint8))
     if img.mode == "F":
         raise ImageError(f"{path}: floating-point images (mode F) are not supported")
+    if img.mode == "L":
+        return as_rgb(np.asarray(img, dtype=np.uint8))
     try:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except ValueError as e:
         raise ImageError(f"{path}: cannot convert mode {img.mode} to RGB: {e}") from e
+
+
+def as_rgb(grey: np.ndarray) -> np.ndarray:
+    """u8[H,W] as a read-only u8[H,W,3] view with the three channels the same memory (the
+    last stride 0): greyscale data pays for one channel until something writes three, and
+    jaxseg.data.transforms resizes and tables it as one (is_grey)."""
+    return np.broadcast_to(grey[..., None], (*grey.shape, 3))
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """True for as_rgb's views (checked by their strides, without reading pixels)."""
+    return image.ndim == 3 and image.shape[-1] > 1 and image.strides[-1] == 0
 
 
 def read_rgb(path: str, max_pixels: int) -> np.ndarray:

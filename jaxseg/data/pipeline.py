@@ -28,13 +28,23 @@ def distinct_values(a: np.ndarray) -> np.ndarray:
     return np.unique(a)
 
 
+def bad_values(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """The distinct values of mask that are neither a class in [0, K) nor ignore_index;
+    two comparisons over the pixels, and a sort only of the offending ones."""
+    over = (mask >= num_classes) & (mask != ignore_index)
+    if mask.dtype.kind != "u":
+        over |= mask < 0
+    if not over.any():
+        return np.zeros(0, mask.dtype)
+    return distinct_values(mask[over])
+
+
 def check_mask(
     mask: np.ndarray, num_classes: int, ignore_index: int, where: str, to_ignore: bool = False
 ) -> np.ndarray:
     """The mask, if every value is a class or ignore_index; otherwise an error naming `where`
     and the offending values, or (to_ignore) those pixels set to ignore_index."""
-    values = distinct_values(mask)
-    bad = values[((values >= num_classes) & (values != ignore_index)) | (values < 0)]
+    bad = bad_values(mask, num_classes, ignore_index)
     if not bad.size:
         return mask
     if to_ignore:

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from jaxseg.data import images
+
 # ----------------------------------------------------------------------------- resizing
 
 
@@ -31,6 +33,8 @@ def _resize_image(image: np.ndarray, size: tuple[int, int], box=None) -> np.ndar
     height, width = size
     if box is None and image.shape[:2] == (height, width):
         return image.copy()
+    if images.is_grey(image):  # one channel resized, three shown
+        return images.as_rgb(_resize_image(image[..., :1], size, box)[..., 0])
     channels = image.shape[2]
     if channels in (1, 3):
         mode_image = Image.fromarray(
@@ -287,9 +291,9 @@ IDENTITY_LUT = np.arange(256, dtype=np.uint8)
 def _apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     if lut is IDENTITY_LUT:
         return image
-    if image.shape[-1] == 3:  # Pillow applies a table to RGB in C, without index arrays
-        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).point(np.tile(lut, 3)))
-    return lut[image]
+    if images.is_grey(image):
+        return images.as_rgb(np.take(lut, image[..., 0]))
+    return np.take(lut, image)
 
 
 def _saturation_hue(image: np.ndarray, alpha: float, shift: float) -> np.ndarray:
@@ -377,7 +381,7 @@ def photometric(
 
 def _is_grey(image: np.ndarray) -> bool:
     """True when every pixel of u8[H,W,3] has R == G == B (saturation 0, hue undefined)."""
-    return bool(
+    return images.is_grey(image) or bool(
         np.array_equal(image[..., 0], image[..., 1])
         and np.array_equal(image[..., 1], image[..., 2])
     )
