@@ -51,6 +51,7 @@ import numpy as np
 from absl import flags
 
 from jaxseg import aot, configs, inference, recipe, sharding
+from jaxseg.data import throughput
 from jaxseg.state import count_params, create_train_state
 
 # Dense (no sparsity) peak TFLOP/s per device from the vendors' datasheets:
@@ -185,11 +186,25 @@ def describe(config, model, params, *, num_classes: int, mode: str, settings) ->
 
 
 def random_batch(
-    seed: int, *, batch: int, size: tuple[int, int], num_classes: int, distance: bool
+    seed: int,
+    *,
+    batch: int,
+    size: tuple[int, int],
+    num_classes: int,
+    distance: bool,
+    canvas: tuple[int, int] | None = None,
 ) -> dict:
     """This process's share of a random batch, as numpy: {"image": u8[b,H,W,3],
-    "mask": i32[b,H,W] in [0, K)} (+ "distance": f32[b,H,W,K] for the boundary loss)."""
+    "mask": i32[b,H,W] in [0, K)} (+ "distance": f32[b,H,W,K] for the boundary loss).
+    With a canvas (data.augment_on=device), what the train step then augments:
+    {"image": u8[b,Hc,Wc,3], "mask": u8[b,Hc,Wc], "size": i32[b,2]} filling the canvas."""
     rng = np.random.default_rng(seed)
+    if canvas is not None:
+        return {
+            "image": rng.integers(0, 256, (batch, *canvas, 3), np.uint8),
+            "mask": rng.integers(0, num_classes, (batch, *canvas), np.uint8),
+            "size": np.tile(np.asarray(canvas, np.int32), (batch, 1)),
+        }
     out = {
         "image": rng.integers(0, 256, (batch, *size, 3), np.uint8),
         "mask": rng.integers(0, num_classes, (batch, *size), np.int32),
@@ -197,6 +212,17 @@ def random_batch(
     if distance:
         out["distance"] = rng.standard_normal((batch, *size, num_classes), np.float32)
     return out
+
+
+def device_canvas(config, mode: str, *, with_data: bool) -> tuple[int, int] | None:
+    """The canvas a train step of data.augment_on=device takes: recipe.canvas_size (the
+    training pipeline's), or without data (AOT) data.canvas_size, else the crop size;
+    None for other steps."""
+    if mode != "train" or config.data.augment_on != "device":
+        return None
+    if with_data:
+        return recipe.canvas_size(config, recipe.make_source(config, "train"))
+    return tuple(config.data.canvas_size) or tuple(config.data.image_size)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -237,6 +263,7 @@ def benchmark_step(
         size=size,
         num_classes=num_classes,
         distance=distance,
+        canvas=device_canvas(config, mode, with_data=True),
     )
     batch = jax.block_until_ready(sharding.to_global(local, mesh))  # device-resident
 
@@ -338,7 +365,12 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
     init = functools.partial(create_train_state, model, tx, image_shape=(*size, 3))
     state = aot.abstract(jax.eval_shape(init, jax.random.key(config.seed)), replicated)
     example = random_batch(
-        0, batch=1, size=size, num_classes=num_classes, distance=recipe.uses_distance_maps(config)
+        0,
+        batch=1,
+        size=size,
+        num_classes=num_classes,
+        distance=recipe.uses_distance_maps(config),
+        canvas=device_canvas(config, mode, with_data=False),
     )
     batch = {
         k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype, sharding=batch_sharding)
@@ -529,6 +561,15 @@ def main(argv=None) -> dict | None:
 
     if fv.data_only:
         height, width = config.data.image_size
+        source = recipe.make_source(config, "train")
+        costs = throughput.stage_costs(
+            source,
+            recipe.augment_options(config.data),
+            num_classes=len(source.class_names),
+            ignore_index=config.data.ignore_index,
+            repeats=fv.repeats,
+        )
+        print(throughput.format_costs(costs, f"one core, {config.data.name}, {height}x{width}:"))
         print(
             f"input pipeline: {config.data.name}, crops {height}x{width}, batch {config.batch_size}"
         )
@@ -555,6 +596,7 @@ def main(argv=None) -> dict | None:
             "batches": fv.batches,
             "repeats": fv.repeats,
             "images_per_s": {str(w): r for w, r in rates.items()},
+            "ms_per_image_one_core": dict(costs),
             "host_cpus": os.cpu_count(),
             "host_load_1m": os.getloadavg()[0],
         }

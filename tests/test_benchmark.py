@@ -60,6 +60,15 @@ def run_step_benchmark(capsys, tmp_path, *flags):
     return table(out), json.loads(lines[0])
 
 
+def test_device_augmentation_step_takes_the_pipelines_canvas(capsys, tmp_path):
+    flags = ["--pipeline", "--config.data.augment_on=device", "--config.data.photometric=True"]
+    # The step compiled for the random canvas batch also takes the pipeline's batches (a
+    # shape or a missing "size" would raise), and the augmentation adds its FLOPs.
+    rows, r = run_step_benchmark(capsys, tmp_path, *flags)
+    assert r["mode"] == "train" and 0.0 <= r["pipeline"]["input_stall"] <= 1.0
+    assert r["pipeline"]["images_per_s"] > 0
+
+
 def check_common(rows: dict, r: dict, mode: str) -> None:
     assert (r["model"], r["mode"], r["batch"], r["size"]) == ("unet", mode, 8, [32, 32])
     assert (r["dtype"], r["num_classes"], r["device_count"]) == ("float32", 5, 8)
@@ -160,3 +169,12 @@ def test_data_only_reports_images_per_second_per_worker_count(capsys):
     assert [int(w) for w, _ in rows] == [0, 1]
     assert all(float(rate) > 0 for _, rate in rows)
     assert "crops 32x32, batch 8" in out
+    # The per-stage table on one core: every stage, ms and images/s agreeing.
+    stages = dict(
+        (name.strip(), (float(ms), float(rate)))
+        for name, ms, rate in re.findall(r"^  ([a-z][a-z +:/]+?)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    )
+    assert {"decode", "rescale + crop", "photometric", "train transform"} <= set(stages)
+    assert "device path: decode + pad" in stages
+    for ms, rate in stages.values():  # ms printed to 0.01: the rate agrees where that is 1 %
+        assert rate > 0 and (ms < 1 or rate == pytest.approx(1e3 / ms, rel=0.01))
