@@ -194,7 +194,7 @@ def test_multi_grid_changes_dilations_not_params():
 def test_invalid_options_raise_naming_the_field():
     x = jnp.zeros((1, 32, 32, 3))
     for model, field in [
-        (ResNet(backbone="resnet34"), "backbone"),
+        (ResNet(backbone="resnet152"), "backbone"),
         (DeepLabV3(2, backbone="vgg16"), "backbone"),
         (DeepLabV3Plus(2, output_stride=4), "output_stride"),
         (DeepLabV3(2, multi_grid=(1, 2)), "multi_grid"),

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxseg.models import layers
 from jaxseg.models.resnet import ResNet
 
-BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
 
 def aspp_rates(output_stride: int, base: tuple[int, ...] = (6, 12, 18)) -> tuple[int, ...]:

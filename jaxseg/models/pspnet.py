@@ -1,9 +1,11 @@
 """PSPNet (Zhao et al., 2017) on a torchvision-style dilated ResNet at output stride 8.
 
-Pyramid pooling on layer4 (2048 channels): per bin b in (1, 2, 3, 6), adaptive
-average pooling to b x b, 1x1 conv to 512 (no bias) + BN + ReLU, bilinear
-upsampling back; concatenation with layer4 (4096 channels) -> 3x3 conv 512 + BN
-+ ReLU -> dropout 0.1 -> 1x1 classifier -> bilinear upsampling to the input.
+Pyramid pooling on layer4 (C = 2048 channels): per bin b in (1, 2, 3, 6), adaptive
+average pooling to b x b, 1x1 conv to C/4 = 512 (no bias) + BN + ReLU, bilinear
+upsampling back; concatenation with layer4 (2C = 4096 channels) -> 3x3 conv C/4 = 512
++ BN + ReLU -> dropout 0.1 -> 1x1 classifier -> bilinear upsampling to the input.
+The paper reduces each level to 1/N of C for N = 4 levels; on ResNet-18/34 (C = 512)
+the same rule gives 128, mmseg's width for its PSPNet R18.
 The auxiliary FCN head on layer3 (aux_head) gives aux["aux"].
 
 Names follow hszhao/semseg's PSPNet ("ppm.features.N.1/.2", "cls.0/.1/.4",
@@ -67,8 +69,9 @@ class PSPNet(nn.Module):
         feats = ResNet(self.backbone, 8, atrous_impl=self.atrous_impl, dtype=dt, name="backbone")(
             x, train
         )
-        y = PyramidPooling(dtype=dt, name="ppm")(feats["layer4"], train)
-        y = layers.Conv(512, 3, dtype=dt, name="cls_0")(y)
+        width = feats["layer4"].shape[-1] // len(BINS)
+        y = PyramidPooling(features=width, dtype=dt, name="ppm")(feats["layer4"], train)
+        y = layers.Conv(width, 3, dtype=dt, name="cls_0")(y)
         y = nn.relu(layers.batch_norm(train, dt, name="cls_1")(y))
         y = nn.Dropout(0.1, deterministic=not train)(y)
         logits = layers.Conv(
