@@ -98,14 +98,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.output_stride = 0
     c.model.multi_grid = ()  # last-stage dilation multipliers, e.g. (1, 2, 4); (): torchvision's
     c.model.separable = False  # deeplabv3plus: depthwise-separable ASPP and decoder convolutions
-    c.model.aux_head = False  # FCN auxiliary head on stage 3 (fcn, deeplabv3, pspnet), aux "aux"
+    # Auxiliary heads: FCN head on stage 3 (fcn, deeplabv3, deeplabv3plus, pspnet), aux "aux";
+    # bisenetv1 "context16"/"context8"; bisenetv2 boosters "stem", "s3", "s4", "s5".
+    c.model.aux_head = False
     c.model.pretrained = ""  # PyTorch-format weights (.pth, .safetensors, .npz) to start from
     c.model.atrous_impl = "plain"  # dilated convs: plain or space_to_batch (same function)
     # 2x2 stride-2 transposed convs: depth_to_space or plain (same function); depth_to_space
     # halved the U-Net train step on CPU (docs/benchmarks.md), its gradient has no scatter.
     c.model.transpose_impl = "depth_to_space"
     c.model.unpool_impl = "mask_repeat"  # segnet max-unpooling: mask_repeat or scatter
-    c.model.variant = ""  # fc_densenet: 56, 67 or 103; "": the model's own (103)
+    # Variant of a model family ("": the model's own): fc_densenet 56|67|103 (103), espnet
+    # espnet|espnet_c (espnet).
+    c.model.variant = ""
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"  # sgd (momentum) or adamw

@@ -5,9 +5,14 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.bisenet import BiSeNetV1
+from jaxseg.models.bisenetv2 import BiSeNetV2
 from jaxseg.models.deeplab import DeepLabV3, DeepLabV3Plus
+from jaxseg.models.deeplab_v2 import DeepLabLargeFOV, DeepLabV2
 from jaxseg.models.encoder_decoder import EncoderDecoder
+from jaxseg.models.espnet import ESPNet
 from jaxseg.models.fast_scnn import FastSCNN
+from jaxseg.models.fc_densenet import FCDenseNet
 from jaxseg.models.fcn import FCN
 from jaxseg.models.fcn_vgg import FCNVGG16
 from jaxseg.models.linear import PixelLinear
@@ -30,6 +35,12 @@ MODELS = {
     "segformer": SegFormer,
     "lraspp": LRASPP,
     "fast_scnn": FastSCNN,
+    "deeplab_largefov": DeepLabLargeFOV,
+    "deeplabv2": DeepLabV2,
+    "fc_densenet": FCDenseNet,
+    "bisenetv1": BiSeNetV1,
+    "bisenetv2": BiSeNetV2,
+    "espnet": ESPNet,
 }
 
 

@@ -31,43 +31,12 @@ import jax.numpy as jnp
 from jaxseg.models.layers import (
     ATROUS_IMPLS,
     Conv,
+    ConvBN,
     _check,
     adaptive_avg_pool,
-    batch_norm,
     resize,
     torch_default_init,
 )
-
-
-class ConvBN(nn.Module):
-    """Conv ("conv") + BatchNorm ("bn") + optional ReLU: [B,H,W,Cin] -> [B,H',W',features].
-    depthwise=True makes it a per-channel conv (features must equal Cin)."""
-
-    features: int
-    kernel_size: int = 1
-    stride: int = 1
-    dilation: int = 1
-    depthwise: bool = False
-    relu: bool = True
-    use_bias: bool = False
-    atrous_impl: str = "plain"
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = Conv(
-            self.features,
-            self.kernel_size,
-            stride=self.stride,
-            dilation=self.dilation,
-            groups=x.shape[-1] if self.depthwise else 1,
-            use_bias=self.use_bias,
-            atrous_impl=self.atrous_impl,
-            dtype=self.dtype,
-            name="conv",
-        )(x)
-        x = batch_norm(train, self.dtype, name="bn")(x)
-        return nn.relu(x) if self.relu else x
 
 
 class DSConv(nn.Module):

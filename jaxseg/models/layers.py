@@ -7,6 +7,7 @@ as its plain twin (tests/test_layers.py pins that):
 
 - dilated conv as space-to-batch + conv + batch-to-space (atrous_impl);
 - 2x2 stride-2 transposed conv as 1x1 conv + depth-to-space (transpose_impl);
+- 3x3 stride-2 transposed conv as one 2x2 conv to four phases + depth-to-space;
 - max-unpooling as mask-and-repeat instead of a scatter (unpool_impl).
 """
 
@@ -110,6 +111,37 @@ class Conv(nn.Module):
         return y
 
 
+class ConvBN(nn.Module):
+    """Conv ("conv") + BatchNorm ("bn") + optional ReLU: [B,H,W,Cin] -> [B,H',W',features].
+    depthwise=True makes it a per-channel conv (features must equal Cin)."""
+
+    features: int
+    kernel_size: int = 1
+    stride: int = 1
+    dilation: int = 1
+    depthwise: bool = False
+    relu: bool = True
+    use_bias: bool = False
+    atrous_impl: str = "plain"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = Conv(
+            self.features,
+            self.kernel_size,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=x.shape[-1] if self.depthwise else 1,
+            use_bias=self.use_bias,
+            atrous_impl=self.atrous_impl,
+            dtype=self.dtype,
+            name="conv",
+        )(x)
+        x = batch_norm(train, self.dtype, name="bn")(x)
+        return nn.relu(x) if self.relu else x
+
+
 class ConvTranspose2x2(nn.Module):
     """2x2 stride-2 transposed conv: x [B,H,W,Cin] -> [B,2H,2W,features].
 
@@ -142,6 +174,58 @@ class ConvTranspose2x2(nn.Module):
             y = y.reshape(b, 2 * h, 2 * w, self.features)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
+
+
+class ConvTranspose3x3(nn.Module):
+    """3x3 stride-2 transposed conv without padding, as torch's ConvTranspose2d(k=3, s=2)
+    and Lasagne's TransposedConv2DLayer(crop="valid"): x [B,h,w,Cin] -> [B,2h+1,2w+1,features].
+
+    Params as flax.linen.ConvTranspose (kernel [3,3,Cin,features], bias).
+    transpose_impl="depth_to_space" computes the same output without the zero-inserted
+    input: output row 2m takes kernel rows 0 and 2 (inputs m and m-1), row 2m+1 kernel
+    row 1 (input m), so one 2x2 conv over the input padded by one gives the four
+    (row, column) parity phases as 4*features channels, and a depth-to-space interleaves them.
+    """
+
+    features: int
+    use_bias: bool = True
+    transpose_impl: str = "plain"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check("transpose_impl", self.transpose_impl, TRANSPOSE_IMPLS)
+        cin, f = x.shape[-1], self.features
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, f)).astype(
+            self.dtype
+        )
+        x = x.astype(self.dtype)
+        b, h, w, _ = x.shape
+        if self.transpose_impl == "plain":
+            y = lax.conv_transpose(x, kernel, (2, 2), "VALID", dimension_numbers=_DIMS)
+        else:
+            # lax.conv_transpose writes input i through tap t to output 2i + 2 - t: output
+            # 2m gets (i=m, t=2) and (i=m-1, t=0), output 2m+1 gets (i=m, t=1). Over the
+            # window (i=m-1, i=m) of the padded input the even phase's taps are (0, 2), the
+            # odd phase's (none, 1).
+            zero = jnp.zeros_like(kernel[:1])
+            per_row = (jnp.stack([kernel[0], kernel[2]]), jnp.concatenate([zero, kernel[1:2]]))
+            phases = []
+            for rows in per_row:  # [2, 3, Cin, F]: window rows of one row phase
+                zc = jnp.zeros_like(rows[:, :1])
+                cols = (
+                    jnp.stack([rows[:, 0], rows[:, 2]], axis=1),
+                    jnp.concatenate([zc, rows[:, 1:2]], axis=1),
+                )
+                phases.append(jnp.stack(cols, axis=3))  # [2, 2, Cin, 2 col phases, F]
+            k2 = jnp.stack(phases, axis=3).reshape(2, 2, cin, 4 * f)  # (row ph, col ph, F)
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            y = lax.conv_general_dilated(x, k2, (1, 1), "VALID", dimension_numbers=_DIMS)
+            y = y.reshape(b, h + 1, w + 1, 2, 2, f).transpose(0, 1, 3, 2, 4, 5)
+            y = y.reshape(b, 2 * h + 2, 2 * w + 2, f)[:, : 2 * h + 1, : 2 * w + 1]
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (f,)).astype(self.dtype)
         return y
 
 

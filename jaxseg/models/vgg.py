@@ -44,10 +44,16 @@ class VGG16(nn.Module):
       block's input must have even sides (H, W multiples of 32).
 
     C_i = 64, 128, 256, 512, 512. batch_norm=True is torchvision's vgg16_bn.
+
+    deeplab=True is DeepLab's VGG16 (the authors' prototxt): 3x3 max-pools padded by 1,
+    stride 2 after blocks 1-3 (sides ceil(n/2), as torch; Caffe's ceil mode adds a row
+    for even sides) and stride 1 after blocks 4-5, block 5's convs dilated by 2: pool5 is
+    at stride 8 ("pool4"/"pool5" then have stride 8 too).
     """
 
     batch_norm: bool = False
     with_argmax: bool = False
+    deeplab: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -60,7 +66,12 @@ class VGG16(nn.Module):
         for block, widths in enumerate(vgg16_blocks(), start=1):
             for width in widths:
                 x = layers.Conv(
-                    width, 3, use_bias=True, dtype=self.dtype, name=f"features_{index}"
+                    width,
+                    3,
+                    dilation=2 if self.deeplab and block == 5 else 1,
+                    use_bias=True,
+                    dtype=self.dtype,
+                    name=f"features_{index}",
                 )(x)
                 index += 1
                 if self.batch_norm:
@@ -69,7 +80,10 @@ class VGG16(nn.Module):
                 x = nn.relu(x)
                 index += 1
             feats[f"block{block}"] = x
-            if self.with_argmax:
+            if self.deeplab:
+                stride = 2 if block <= 3 else 1
+                x = nn.max_pool(x, (3, 3), (stride, stride), padding=((1, 1), (1, 1)))
+            elif self.with_argmax:
                 x, feats[f"argmax{block}"] = layers.max_pool_with_argmax(x)
             else:
                 x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))

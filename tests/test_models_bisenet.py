@@ -1,0 +1,208 @@
+"""BiSeNet V1: exact parameter counts, shapes and aux outputs at odd sizes, and forward
+parity with a PyTorch twin written here after the authors' TorchSeg release (torch tests
+skip without torch)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.models import pretrained
+from jaxseg.models.bisenet import BiSeNetV1
+from jaxseg.models.bisenetv2 import BiSeNetV2
+from jaxseg.state import count_params
+from tests.torch_support import assert_close_relative, randomize_batch_norm, torch, torchvision
+
+# 19 classes (Cityscapes), BatchNorm running statistics not counted.
+BISENETV1_R18 = 13_494_777
+BISENETV1_R18_NO_AUX = 12_894_163
+
+
+def _shapes(model, x):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+
+
+def _count(model):
+    return count_params(_shapes(model, jnp.zeros((1, 64, 64, 3)))["params"])
+
+
+def _conv(k, cin, cout, bias=False):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def test_bisenetv1_counts_as_hand_sums():
+    r18 = 11_176_512  # torchvision resnet18 without fc
+    cbr = lambda k, cin, cout: _conv(k, cin, cout) + 2 * cout  # noqa: E731
+    spatial = cbr(7, 3, 64) + 2 * cbr(3, 64, 64) + cbr(1, 64, 128)
+    arms = cbr(3, 512, 128) + cbr(3, 256, 128) + 2 * (_conv(1, 128, 128) + 256)
+    context = cbr(1, 512, 128) + arms + 2 * cbr(3, 128, 128)
+    ffm = cbr(1, 256, 256) + 2 * _conv(1, 256, 256)
+    head = cbr(3, 256, 64) + _conv(1, 64, 19, True)
+    aux = 2 * (cbr(3, 128, 256) + _conv(1, 256, 19, True))
+    assert r18 + spatial + context + ffm + head == BISENETV1_R18_NO_AUX
+    assert _count(BiSeNetV1(19)) == BISENETV1_R18_NO_AUX
+    assert _count(BiSeNetV1(19, aux_head=True)) == BISENETV1_R18_NO_AUX + aux == BISENETV1_R18
+
+
+def test_bisenetv1_shapes_at_odd_size_and_backbones():
+    x = jnp.zeros((2, 37, 45, 3))
+    model = BiSeNetV1(3, aux_head=True, dtype=jnp.bfloat16)
+    logits, aux = jax.eval_shape(lambda v: model.apply(v, x), _shapes(model, x))
+    assert logits.shape == (2, 37, 45, 3) and logits.dtype == jnp.float32
+    assert {k: v.shape for k, v in aux.items()} == {
+        "context16": (2, 37, 45, 3),
+        "context8": (2, 37, 45, 3),
+    }
+    with pytest.raises(ValueError, match="backbone"):
+        _shapes(BiSeNetV1(3, backbone="resnet50"), x)
+
+
+def _torch_bisenetv1(num_classes):
+    """TorchSeg's BiSeNet (R18) with ARM's BN, named as the Flax modules."""
+    t, tv = torch(), torchvision()
+    nn, F = t.nn, t.nn.functional
+
+    def up(y, size):
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+    class ConvBN(nn.Module):
+        def __init__(self, cin, cout, k, stride=1):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+            self.bn = nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            return F.relu(self.bn(self.conv(x)))
+
+    class ARM(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv_3x3 = ConvBN(cin, cout, 3)
+            self.attention_conv = nn.Conv2d(cout, cout, 1, bias=False)
+            self.attention_bn = nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            x = self.conv_3x3(x)
+            a = self.attention_bn(self.attention_conv(x.mean((2, 3), keepdim=True)))
+            return x * a.sigmoid()
+
+    class FFM(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv_1x1 = ConvBN(cin, cout, 1)
+            self.se = nn.ModuleList([nn.Conv2d(cout, cout, 1, bias=False) for _ in range(2)])
+
+        def forward(self, a, b):
+            f = self.conv_1x1(t.cat([a, b], 1))
+            s = self.se[1](F.relu(self.se[0](f.mean((2, 3), keepdim=True))))
+            return f + f * s.sigmoid()
+
+    class Head(nn.Module):
+        def __init__(self, cin, mid):
+            super().__init__()
+            self.conv_3x3 = ConvBN(cin, mid, 3)
+            self.conv_1x1 = nn.Conv2d(mid, num_classes, 1)
+
+        def forward(self, x):
+            return self.conv_1x1(self.conv_3x3(x))
+
+    class SpatialPath(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_7x7 = ConvBN(3, 64, 7, 2)
+            self.conv_3x3_1 = ConvBN(64, 64, 3, 2)
+            self.conv_3x3_2 = ConvBN(64, 64, 3, 2)
+            self.conv_1x1 = ConvBN(64, 128, 1)
+
+        def forward(self, x):
+            return self.conv_1x1(self.conv_3x3_2(self.conv_3x3_1(self.conv_7x7(x))))
+
+    class BiSeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.spatial_path = SpatialPath()
+            self.context_path = tv.models._utils.IntermediateLayerGetter(
+                tv.models.resnet18(), {"layer2": "8", "layer3": "16", "layer4": "32"}
+            )
+            self.global_context = ConvBN(512, 128, 1)
+            self.arms = nn.ModuleList([ARM(512, 128), ARM(256, 128)])
+            self.refines = nn.ModuleList([ConvBN(128, 128, 3), ConvBN(128, 128, 3)])
+            self.ffm = FFM(256, 256)
+            self.heads = nn.ModuleList([Head(128, 256), Head(128, 256), Head(256, 64)])
+
+        def forward(self, x):
+            size = x.shape[2:]
+            sp = self.spatial_path(x)
+            f = self.context_path(x)
+            last = self.global_context(f["32"].mean((2, 3), keepdim=True))
+            outs = []
+            for i, (fm, below) in enumerate([(f["32"], f["16"]), (f["16"], f["8"])]):
+                fm = self.arms[i](fm) + last
+                last = self.refines[i](up(fm, below.shape[2:]))
+                outs.append(last)
+            fused = self.ffm(sp, last)
+            return {
+                "out": up(self.heads[2](fused), size),
+                "context16": up(self.heads[0](outs[0]), size),
+                "context8": up(self.heads[1](outs[1]), size),
+            }
+
+    return BiSeNet()
+
+
+def test_bisenetv1_matches_torch_twin():
+    t = torch()
+    t.manual_seed(0)
+    ref = _torch_bisenetv1(5).eval()
+    randomize_batch_norm(ref)
+    assert sum(p.numel() for p in ref.parameters()) == _count(BiSeNetV1(5, aux_head=True))
+    x = np.random.default_rng(0).standard_normal((1, 67, 45, 3)).astype(np.float32)
+    model = BiSeNetV1(5, aux_head=True)
+    state = {k: v.detach().numpy() for k, v in ref.state_dict().items() if v.ndim > 0}
+    variables, report = pretrained.convert_state_dict(
+        _shapes(model, x), state, BiSeNetV1.torch_renames
+    )
+    assert report["missing"] == [] and report["mismatched"] == [] and report["unused"] == []
+    logits, aux = jax.jit(model.apply)(variables, x)
+    with t.no_grad():
+        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2)))
+    for ours, key in [
+        (logits, "out"),
+        (aux["context16"], "context16"),
+        (aux["context8"], "context8"),
+    ]:
+        assert_close_relative(ours, out[key].numpy().transpose(0, 2, 3, 1), 1e-4)
+
+
+def test_bisenetv2_counts_as_hand_sums_and_shapes():
+    cbr = lambda k, cin, cout: _conv(k, cin, cout) + 2 * cout  # noqa: E731
+    dw = lambda c: 9 * c + 2 * c  # noqa: E731  depthwise 3x3 + BN
+
+    def ge(cin, cout, stride):
+        mid = 6 * cin
+        n = cbr(3, cin, cin) + 9 * mid + 2 * mid + _conv(1, mid, cout) + 2 * cout
+        if stride == 2:
+            n += dw(mid) + dw(cin) + _conv(1, cin, cout) + 2 * cout
+        return n
+
+    detail = (
+        cbr(3, 3, 64) + cbr(3, 64, 64) + cbr(3, 64, 64) + 2 * cbr(3, 64, 64)
+        + cbr(3, 64, 128) + 2 * cbr(3, 128, 128)
+    )  # fmt: skip
+    stem = cbr(3, 3, 16) + cbr(1, 16, 8) + cbr(3, 8, 16) + cbr(3, 32, 16)
+    semantic = ge(16, 32, 2) + ge(32, 32, 1) + ge(32, 64, 2) + ge(64, 64, 1)
+    semantic += ge(64, 128, 2) + 3 * ge(128, 128, 1)
+    ce = 2 * 128 + cbr(1, 128, 128) + cbr(3, 128, 128)
+    bga = 2 * (dw(128) + _conv(1, 128, 128)) + 2 * (_conv(3, 128, 128) + 256) + cbr(3, 128, 128)
+    head = cbr(3, 128, 1024) + _conv(1, 1024, 19, True)
+    total = detail + stem + semantic + ce + bga + head
+    assert total == 3_358_627
+    assert _count(BiSeNetV2(19)) == total
+    boosters = sum(cbr(3, c, 128) + _conv(1, 128, 19, True) for c in (16, 32, 64, 128))
+    assert _count(BiSeNetV2(19, aux_head=True)) == total + boosters == 3_645_935
+    x = jnp.zeros((2, 37, 45, 3))
+    model = BiSeNetV2(3, aux_head=True, dtype=jnp.bfloat16)
+    logits, aux = jax.eval_shape(lambda v: model.apply(v, x), _shapes(model, x))
+    assert logits.shape == (2, 37, 45, 3) and logits.dtype == jnp.float32
+    assert sorted(aux) == ["s3", "s4", "s5", "stem"]
+    assert all(a.shape == (2, 37, 45, 3) for a in aux.values())

@@ -1,0 +1,95 @@
+"""DeepLab v1 LargeFOV and DeepLab v2: parameter counts (the paper's and hand sums), the
+output stride of DeepLab's VGG16, shapes at odd sizes, and v2 against a PyTorch twin built
+from torchvision's ResNet-101 (skipped without torch)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.models import pretrained
+from jaxseg.models.deeplab_v2 import DeepLabLargeFOV, DeepLabV2
+from jaxseg.models.vgg import VGG16
+from jaxseg.state import count_params
+from tests.torch_support import assert_close_relative, randomize_batch_norm, torch, torchvision
+
+
+def _shapes(model, x):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+
+
+def _count(model):
+    return count_params(_shapes(model, jnp.zeros((1, 64, 64, 3)))["params"])
+
+
+def _conv(k, cin, cout):
+    return k * k * cin * cout + cout  # with bias, as the Caffe nets
+
+
+def test_largefov_count_is_the_papers():
+    vgg16_convs = 14_714_688  # torchvision vgg16().features
+    head = _conv(3, 512, 1024) + _conv(1, 1024, 1024) + _conv(1, 1024, 21)
+    # Chen et al. 2015, Table 2: DeepLab-LargeFOV, 20.5 M parameters.
+    assert _count(DeepLabLargeFOV(21)) == vgg16_convs + head == 20_505_429
+
+
+def test_deeplabv2_counts_are_hand_sums():
+    aspp = 4 * (9 * 2048 * 21 + 21)
+    assert _count(DeepLabV2(21)) == 42_500_160 + aspp == 44_048_532  # torchvision R101 - fc
+    assert _count(DeepLabV2(21, "resnet50")) == 23_508_032 + aspp
+
+
+def test_deeplab_vgg_is_output_stride_8_at_odd_sizes():
+    x = jnp.zeros((1, 67, 45, 3))
+    vgg = VGG16(deeplab=True)
+    feats = jax.eval_shape(lambda v: vgg.apply(v, x), _shapes(vgg, x))
+    assert feats["pool5"].shape == (1, 9, 6, 512)  # ceil(67/8), ceil(45/8)
+    for model in (DeepLabLargeFOV(3, dtype=jnp.bfloat16), DeepLabV2(3, "resnet18")):
+        logits, aux = jax.eval_shape(lambda v, m=model: m.apply(v, x), _shapes(model, x))
+        assert logits.shape == (1, 67, 45, 3) and logits.dtype == jnp.float32 and aux == {}
+
+
+def test_deeplabv2_matches_torch_twin():
+    t, tv = torch(), torchvision()
+    nn = t.nn
+    t.manual_seed(0)
+
+    class ASPP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, r in enumerate((6, 12, 18, 24)):
+                setattr(self, f"c{i}", nn.Conv2d(512, 5, 3, padding=r, dilation=r))
+
+        def forward(self, x):
+            return sum(getattr(self, f"c{i}")(x) for i in range(4))
+
+    class V2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            resnet = tv.models.resnet18()
+            # torchvision's BasicBlock refuses dilation; the twin dilates its convs by hand
+            # as ours: a stage's first conv at the previous rate, the rest at the stage's.
+            for name, rate in (("layer3", 2), ("layer4", 4)):
+                layer = getattr(resnet, name)
+                layer[0].conv1.stride = (1, 1)
+                layer[0].downsample[0].stride = (1, 1)
+                layer[0].conv1.dilation = layer[0].conv1.padding = (rate // 2,) * 2
+                for conv in (layer[0].conv2, layer[1].conv1, layer[1].conv2):
+                    conv.dilation = conv.padding = (rate, rate)
+            self.backbone = tv.models._utils.IntermediateLayerGetter(resnet, {"layer4": "out"})
+            self.aspp = ASPP()
+
+        def forward(self, x):
+            y = self.aspp(self.backbone(x)["out"])
+            return nn.functional.interpolate(y, x.shape[2:], mode="bilinear", align_corners=False)
+
+    ref = V2().eval()
+    randomize_batch_norm(ref)
+    x = np.random.default_rng(0).standard_normal((1, 49, 61, 3)).astype(np.float32)
+    model = DeepLabV2(5, "resnet18")
+    state = {k: v.detach().numpy() for k, v in ref.state_dict().items() if v.ndim > 0}
+    variables, report = pretrained.convert_state_dict(_shapes(model, x), state)
+    assert report["missing"] == [] and report["mismatched"] == [] and report["unused"] == []
+    logits, _ = jax.jit(model.apply)(variables, x)
+    with t.no_grad():
+        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    assert_close_relative(logits, out, 1e-4)
