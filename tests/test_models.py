@@ -101,6 +101,7 @@ SLOW_STEP |= {
     "bisenetv1",
     "bisenetv2",
     "espnet",
+    "liteseg",
 }
 
 

@@ -16,6 +16,7 @@ from jaxseg.models.fc_densenet import FCDenseNet
 from jaxseg.models.fcn import FCN
 from jaxseg.models.fcn_vgg import FCNVGG16
 from jaxseg.models.linear import PixelLinear
+from jaxseg.models.liteseg import LiteSeg
 from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.pspnet import PSPNet
 from jaxseg.models.segformer import SegFormer
@@ -41,6 +42,7 @@ MODELS = {
     "bisenetv1": BiSeNetV1,
     "bisenetv2": BiSeNetV2,
     "espnet": ESPNet,
+    "liteseg": LiteSeg,
 }
 
 
