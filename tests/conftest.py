@@ -10,6 +10,20 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent compilation cache for the session (and the subprocesses tests start): the
+# suite trains the same tiny programs again and again (resume, crash and config-change
+# tests, the CLI), and a repeated U-Net run drops from about a minute of compiling to 4 s.
+# A fresh directory per session, so CI never reads another run's programs.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_CACHE = tempfile.mkdtemp(prefix="jaxseg-test-xla-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 from absl import flags  # noqa: E402
 
 # grain worker processes read absl flags; mark them parsed as an app would.
