@@ -11,7 +11,9 @@ all call `scores`. Its settings (`Settings`, from the config's `eval` section) a
   `window_batch` at a time, in one compiled loop, split over the mesh's data axis;
 - test-time augmentation: every scale in `scales` (and its horizontal flip with `flip`) is
   predicted, resized back to the input size, and its softmax added to a running sum
-  (MMSeg's TTA).
+  (MMSeg's TTA);
+- `crf` (jaxseg.crf.CRFParams): the final probabilities refined by a dense CRF's mean
+  field with the image (DeepLab v1/v2's post-processing), padding excluded.
 
 A batch shares one canvas: `sizes` gives each image's own (height, width); pixels beyond
 it are padding, set to 0 after normalisation (the mean colour) and never read into an
@@ -29,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.crf import CRFParams, mean_field
 from jaxseg.models.layers import resize
 
 MODES = ("whole", "slide")
@@ -48,6 +51,8 @@ class Settings:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     window_batch: int = 8
+    # Dense CRF post-processing (jaxseg.crf) of the final probabilities; None: off.
+    crf: CRFParams | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -72,6 +77,8 @@ class Settings:
     def describe(self) -> dict:
         """JSON-ready record of the settings (slide fields only in slide mode)."""
         out = {"mode": self.mode, "scales": list(self.scales), "flip": self.flip}
+        if self.crf is not None:
+            out["crf"] = dataclasses.asdict(self.crf)
         if self.mode == "slide":
             out |= {
                 "crop_size": list(self.crop_size),
@@ -256,11 +263,15 @@ def scores(
             else:
                 logits = predict(view, view_sizes)
             logits = resize(logits, (height, width))
-            if settings.views == 1:
+            if settings.views == 1 and settings.crf is None:
                 return logits
             probs = jax.nn.softmax(logits, axis=-1)
             total = probs if total is None else total + probs  # a running sum, not a stack
     mean_probs = total / settings.views
+    if settings.crf is not None:
+        # The CRF refines the final probabilities with the image; padding takes no part.
+        valid = None if full else _inside(sizes, height, width)
+        mean_probs = mean_field(mean_probs, images, settings.crf, valid)
     return jnp.log(jnp.maximum(mean_probs, jnp.finfo(jnp.float32).tiny))
 
 
