@@ -108,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.transpose_impl = "depth_to_space"
     c.model.unpool_impl = "mask_repeat"  # segnet max-unpooling: mask_repeat or scatter
     # Variant of a model family ("": the model's own): fc_densenet 56|67|103 (103), espnet
-    # espnet|espnet_c (espnet).
+    # espnet|espnet_c (espnet), dfanet A|B (A).
     c.model.variant = ""
 
     c.optim = ml_collections.ConfigDict()

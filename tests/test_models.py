@@ -102,6 +102,7 @@ SLOW_STEP |= {
     "bisenetv2",
     "espnet",
     "liteseg",
+    "dfanet",
 }
 
 

@@ -9,6 +9,7 @@ from jaxseg.models.bisenet import BiSeNetV1
 from jaxseg.models.bisenetv2 import BiSeNetV2
 from jaxseg.models.deeplab import DeepLabV3, DeepLabV3Plus
 from jaxseg.models.deeplab_v2 import DeepLabLargeFOV, DeepLabV2
+from jaxseg.models.dfanet import DFANet
 from jaxseg.models.encoder_decoder import EncoderDecoder
 from jaxseg.models.espnet import ESPNet
 from jaxseg.models.fast_scnn import FastSCNN
@@ -43,6 +44,7 @@ MODELS = {
     "bisenetv2": BiSeNetV2,
     "espnet": ESPNet,
     "liteseg": LiteSeg,
+    "dfanet": DFANet,
 }
 
 
