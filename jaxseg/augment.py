@@ -129,7 +129,7 @@ def elastic(key, image, mask, opts: Options):
     height, width = mask.shape
     g = opts.elastic_grid
     coarse = opts.elastic_sigma * jax.random.normal(key, (2, g, g), jnp.float32)
-    return warp(image, mask, field_from(coarse, (height, width)))
+    return transforms.warp(image, mask, field_from(coarse, (height, width)), xp=jnp)
 
 
 def field_from(coarse, size):
@@ -140,22 +140,6 @@ def field_from(coarse, size):
     cols = jnp.asarray(transforms.cubic_matrix(size[1], g), jnp.float32)
     hp = jax.lax.Precision.HIGHEST
     return jnp.einsum("hi,cij,wj->chw", rows, coarse, cols, precision=hp)
-
-
-def warp(image, mask, field):
-    """transforms.warp in jnp: f32[h,w,C] bilinear (rounded) and mask nearest, at
-    (y + field[0], x + field[1]), edges replicated."""
-    height, width = mask.shape
-    y = jnp.clip(jnp.arange(height, dtype=jnp.float32)[:, None] + field[0], 0, height - 1)
-    x = jnp.clip(jnp.arange(width, dtype=jnp.float32)[None, :] + field[1], 0, width - 1)
-    out_mask = mask[jnp.floor(y + 0.5).astype(jnp.int32), jnp.floor(x + 0.5).astype(jnp.int32)]
-    y0, x0 = jnp.floor(y), jnp.floor(x)
-    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
-    y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    y1, x1 = jnp.minimum(y0 + 1, height - 1), jnp.minimum(x0 + 1, width - 1)
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return jnp.floor(top * (1 - fy) + bottom * fy + 0.5), out_mask
 
 
 def _convert(x, alpha=1.0, beta=0.0):

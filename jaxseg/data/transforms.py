@@ -445,25 +445,27 @@ def elastic(
     warp by the field of elastic_field. sigma 0 draws nothing and returns the inputs."""
     if sigma <= 0:
         return image, mask
-    return warp(image, mask, elastic_field(rng, mask.shape, sigma, grid))
+    out, out_mask = warp(image, mask, elastic_field(rng, mask.shape, sigma, grid))
+    return out.astype(np.uint8), out_mask
 
 
-def warp(image: np.ndarray, mask: np.ndarray, field: np.ndarray):
+def warp(image, mask, field, xp=np):
     """image u8[H,W,C] resampled bilinearly and mask int[H,W] by nearest neighbour (no label
-    invented), both at (y + field[0], x + field[1]), edges replicated."""
+    invented), both at (y + field[0], x + field[1]), edges replicated. Returns the image
+    rounded to integer values in float32 (and the mask). xp: numpy here, jax.numpy in the
+    train step (jaxseg.augment), so both paths share this arithmetic."""
     height, width = mask.shape
-    y = np.clip(np.arange(height, dtype=np.float32)[:, None] + field[0], 0, height - 1)
-    x = np.clip(np.arange(width, dtype=np.float32)[None, :] + field[1], 0, width - 1)
+    y = xp.clip(xp.arange(height, dtype=xp.float32)[:, None] + field[0], 0, height - 1)
+    x = xp.clip(xp.arange(width, dtype=xp.float32)[None, :] + field[1], 0, width - 1)
     # Clamping the coordinates is replicating the edge. Nearest rounds half up.
-    out_mask = mask[np.floor(y + 0.5).astype(np.intp), np.floor(x + 0.5).astype(np.intp)]
-    y0, x0 = np.floor(y), np.floor(x)
+    out_mask = mask[xp.floor(y + 0.5).astype(xp.int32), xp.floor(x + 0.5).astype(xp.int32)]
+    y0, x0 = xp.floor(y), xp.floor(x)
     fy, fx = (y - y0)[..., None], (x - x0)[..., None]
-    y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
-    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
+    y0, x0 = y0.astype(xp.int32), x0.astype(xp.int32)
+    y1, x1 = xp.minimum(y0 + 1, height - 1), xp.minimum(x0 + 1, width - 1)
     top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
     bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    out_image = np.floor(top * (1 - fy) + bottom * fy + 0.5).astype(np.uint8)
-    return out_image, out_mask
+    return xp.floor(top * (1 - fy) + bottom * fy + 0.5), out_mask
 
 
 # ----------------------------------------------------------------------------- the chain
