@@ -49,6 +49,7 @@ def test_window_covering_the_image_equals_the_dense_crf():
     assert np.abs(np.asarray(small) - ours).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_crf_sharpens_a_blurred_prediction_at_a_colour_edge():
     h, w = 12, 16
     image = np.zeros((1, h, w, 3), np.uint8)

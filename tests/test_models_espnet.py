@@ -37,6 +37,7 @@ def test_logits_at_odd_size(variant):
         _shapes(ESPNet(5, "espnet_d"), x)
 
 
+@pytest.mark.slow  # ~10-30 s on 2 shared cores
 def test_fast_formulations_give_the_same_logits():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 35, 41, 3)), jnp.float32)
     plain = ESPNet(5, atrous_impl="plain", transpose_impl="plain")
