@@ -9,6 +9,7 @@ puts it beside albumentations.
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import time
@@ -72,8 +73,10 @@ def stage_costs(
     crop = tuple(augment["crop_size"])
     scale_range = augment.get("scale_range")
 
-    def rng(i=0):
-        return np.random.default_rng([seed, i])
+    draws = itertools.count(len(indices))
+
+    def rng(i=None):  # a fresh generator per call: every stage sees the spread of draws
+        return np.random.default_rng([seed, next(draws) if i is None else i])
 
     crops = [
         transforms.scaled_crop(e["image"], e["mask"], rng(i), crop, scale_range=scale_range)
