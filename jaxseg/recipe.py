@@ -221,9 +221,9 @@ def worker_count(config, workdir: str | None = None) -> int:
 
 def auto_workers(cores: int) -> int:
     """The grain worker processes data.num_workers=-1 picks on a machine with `cores` CPU
-    cores: none up to 4 cores (the main process's read threads, measured fastest on 2
-    cores: docs/benchmarks.md), else one per core but two (the trainer and the transfer
-    thread keep theirs), at most 32."""
+    cores: none up to 4 cores (there the model's step needs the cores, and the main
+    process's read threads keep the input stall near 1 %: docs/benchmarks.md), else one
+    per core but two (the trainer and the transfer thread keep theirs), at most 32."""
     return 0 if cores <= 4 else min(cores - 2, 32)
 
 
