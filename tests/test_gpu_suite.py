@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -136,12 +137,19 @@ def _step(framework: str, images_per_s: float, **more) -> dict:
     }
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" in f.read()  # a zombie has ended; only its parent may reap it
-    except FileNotFoundError:
-        return True
+def _gone(pid: int, wait_s: float = 5.0) -> bool:
+    """Whether pid ends within wait_s (SIGKILL is delivered, not waited for, by killpg)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if "\nState:\tZ" in f.read():  # ended; only its parent (init) may reap it
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_cap_kills_the_process_group_and_keeps_partial_records(suite, tmp_path):
