@@ -29,7 +29,9 @@ def test_unet_param_count_matches_reference():
 
 
 def test_unknown_model_lists_valid():
-    with pytest.raises(KeyError, match="unknown model 'unte'; valid: bisenetv1, .*, deeplabv3, .*, unet"):
+    with pytest.raises(
+        KeyError, match="unknown model 'unte'; valid: bisenetv1, .*, deeplabv3, .*, unet"
+    ):
         build_model("unte", 2)
     assert "unet" in MODELS
 
