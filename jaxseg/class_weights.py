@@ -219,11 +219,11 @@ def image_classes(
         cached = None
     rows = None
     if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
-        rows = np.zeros((len(share), num_classes), bool)
-        for i, classes in enumerate(cached.get("classes", ())[: len(share)]):
-            rows[i, classes] = True
-        if len(cached.get("classes", ())) != len(share):
-            rows = None
+        listed = cached.get("classes", ())
+        if len(listed) == len(share):
+            rows = np.zeros((len(share), num_classes), bool)
+            for i, classes in enumerate(listed):
+                rows[i, classes] = True
     if rows is None:
         rows = count_classes(share, num_classes, ignore_index=ignore_index, progress=progress)[2]
         if path is not None:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from jaxseg import benchmark
+from jaxseg import benchmark, device_stats
 
 UNET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "unet.py"
@@ -113,16 +113,16 @@ def test_infer_step(capsys, tmp_path):
 
 
 def test_peak_table_matches_device_kinds():
-    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
-    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.0
-    assert benchmark.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
-    assert benchmark.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
-    assert benchmark.peak_tflops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0
-    assert benchmark.peak_tflops("TPU v5 lite", "bfloat16") == 197.0
-    assert benchmark.peak_tflops("TPU v5p", "bfloat16") == 459.0
-    assert benchmark.peak_tflops("TPU v6 lite", "bfloat16") == 918.0
-    assert benchmark.peak_tflops("TPU v4", "float32") is None
-    assert benchmark.peak_tflops("cpu", "bfloat16") is None
+    assert device_stats.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+    assert device_stats.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.0
+    assert device_stats.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert device_stats.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
+    assert device_stats.peak_tflops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0
+    assert device_stats.peak_tflops("TPU v5 lite", "bfloat16") == 197.0
+    assert device_stats.peak_tflops("TPU v5p", "bfloat16") == 459.0
+    assert device_stats.peak_tflops("TPU v6 lite", "bfloat16") == 918.0
+    assert device_stats.peak_tflops("TPU v4", "float32") is None
+    assert device_stats.peak_tflops("cpu", "bfloat16") is None
 
 
 class _Compiled:
@@ -136,13 +136,13 @@ class _Compiled:
 
 
 def test_flops_of_reads_every_cost_analysis_form():
-    assert benchmark.flops_of(_Compiled({"flops": 12.0})) == 12.0
-    assert benchmark.flops_of(_Compiled([{"flops": 7.0}])) == 7.0
-    assert benchmark.flops_of(_Compiled([])) is None
-    assert benchmark.flops_of(_Compiled(None)) is None
-    assert benchmark.flops_of(_Compiled({"bytes accessed": 3.0})) is None
-    assert benchmark.flops_of(_Compiled({"flops": -1.0})) is None
-    assert benchmark.flops_of(_Compiled(NotImplementedError())) is None
+    assert device_stats.flops_of(_Compiled({"flops": 12.0})) == 12.0
+    assert device_stats.flops_of(_Compiled([{"flops": 7.0}])) == 7.0
+    assert device_stats.flops_of(_Compiled([])) is None
+    assert device_stats.flops_of(_Compiled(None)) is None
+    assert device_stats.flops_of(_Compiled({"bytes accessed": 3.0})) is None
+    assert device_stats.flops_of(_Compiled({"flops": -1.0})) is None
+    assert device_stats.flops_of(_Compiled(NotImplementedError())) is None
 
 
 def test_bad_flags_exit_with_status_2(capsys):

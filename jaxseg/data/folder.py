@@ -306,11 +306,6 @@ class FolderSource:
             )
         return mask.astype(self._mask_dtype, copy=False)
 
-    def _bad_classes(self, values: np.ndarray) -> np.ndarray:
-        """The values that are neither a class index nor ignore_index."""
-        num_classes = len(self.class_names)
-        return values[((values < 0) | (values >= num_classes)) & (values != self.ignore_index)]
-
     def _apply_value_map(self, values: np.ndarray, path: str) -> np.ndarray:
         """values int[H,W] mapped through value_map and checked, as u8/i32[H,W]. The map and
         the check act on the distinct values; pixels go through one table lookup."""
@@ -326,7 +321,7 @@ class FolderSource:
         mapped = np.array(
             [self.value_map.get(int(v), self.ignore_index) for v in present], dtype=np.int64
         )
-        bad = self._bad_classes(mapped)
+        bad = bad_values(mapped, len(self.class_names), self.ignore_index)
         if bad.size and not self.invalid_to_ignore:
             raise BadExampleError(
                 f"{path}: mask values {np.unique(bad)[:10].tolist()} are outside "

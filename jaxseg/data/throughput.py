@@ -132,6 +132,19 @@ def stage_costs(
     return [(name, per_image_ms(fn, items, repeats=repeats)) for name, fn, items in stages]
 
 
+def pipeline_images_per_s(iterator, *, batches: int, batch_size: int) -> float:
+    """Images/s of a batch iterator over `batches` batches, after one warm-up batch (worker
+    processes start, first reads). The iterator is closed (its threads, worker processes)."""
+    try:
+        next(iterator)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        return batches * batch_size / (time.perf_counter() - start)
+    finally:
+        getattr(iterator, "close", lambda: None)()
+
+
 def format_costs(costs: list[tuple[str, float]], title: str) -> str:
     """The stage costs as a table: ms per image and images/s on one core."""
     lines = [title, f"  {'stage':<28} {'ms/image':>9} {'images/s/core':>14}"]
