@@ -33,7 +33,7 @@ main process, torch eager only: minutes on a CPU; torch rows run when torch is i
 and say "skipped" otherwise.
 
 Setup on a CUDA image that has jax, flax, optax, orbax-checkpoint, torch, torchvision and
-timm: `pip install grain ml-collections`, nothing else (README, "Benchmarks"). The suite
+timm: `pip install grain ml-collections simplejpeg`, nothing else (README, "Benchmarks"). The suite
 puts the repository on PYTHONPATH for its runs; no install of jaxseg is needed.
 """
 

@@ -16,6 +16,9 @@ albumentations (2.x) and opencv-python-headless are needed only here; without th
 column is skipped. The mapping of mmseg's PhotoMetricDistortion onto albumentations:
 RandomBrightnessContrast(32/255, 0.5, p=0.75) and HueSaturationValue(18, 30, 0, p=0.75),
 the same steps at about the same rates (brightness and contrast are one op there).
+jaxseg's pipeline sets glibc's malloc thresholds in its own process (a third of its time
+on the large JPEGs went to page faults otherwise); a second albumentations row runs with the
+same settings, given as MALLOC_* environment variables, to show what they do for it.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def _albumentations_work(kind: str, count: int):
 def worker(args) -> None:
     """One measurement, in this process on one core: prints {"images_per_s": ...}."""
     os.sched_setaffinity(0, {args.core})
-    if args.contender == "albumentations":
+    if args.contender.startswith("albumentations"):
         work = _albumentations_work(args.data, args.examples)
     else:
         work = _jaxseg_work(
@@ -134,6 +137,7 @@ CONTENDERS = {
     "jaxseg device path (host share)": "device",
     "baseline jaxseg": "baseline",
     "albumentations + OpenCV": "albumentations",
+    "albumentations + OpenCV, jaxseg's malloc settings": "albumentations_malloc",
 }
 
 
@@ -197,8 +201,19 @@ def main(argv=None) -> list[dict]:
             JAXSEG_MEMBRANE=MEMBRANE_ROOT,
             JAXSEG_PYTHON_FLAGS="-S",
         )
+    # jaxseg's pipeline sets glibc's malloc thresholds in its process
+    # (pipeline.keep_freed_memory); the same settings, as environment variables, show what
+    # they would do for albumentations.
+    from jaxseg.data import pipeline
+
+    envs["albumentations_malloc"] = dict(
+        own,
+        MALLOC_MMAP_THRESHOLD_=str(pipeline._MMAP_BYTES),
+        MALLOC_TRIM_THRESHOLD_=str(pipeline._TRIM_BYTES),
+    )
     if not have_albumentations:
         envs.pop("albumentations")
+        envs.pop("albumentations_malloc")
     records = []
     for data in ("membrane", f"folder={jpeg}"):
         rates = {c: [] for c in envs}

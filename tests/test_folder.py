@@ -295,3 +295,37 @@ def test_invalid_to_ignore_acts_on_folder_data(tmp_path):
     lenient = configs.load_experiment(unet, *overrides, "--config.data.invalid_to_ignore=True")
     got = recipe.make_source(lenient, "train")[0]["mask"]
     np.testing.assert_array_equal(got, [[0, 1, 255], [2, 255, 1]])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_decode_equals_pillow(tmp_path, mode):
+    # jaxseg.data.images decodes baseline JPEGs with simplejpeg: the same libjpeg-turbo
+    # defaults as Pillow, so the very same pixels (4:2:0 chroma upsampled the same way).
+    yy, xx = np.mgrid[0:37, 0:53]
+    rgb = np.stack([xx * 4, yy * 6, (xx * yy) % 256], -1).astype(np.uint8)
+    noise = np.random.default_rng(1).integers(0, 40, rgb.shape, np.uint8)
+    img = Image.fromarray(rgb + noise).convert(mode)
+    _pair(tmp_path, "a", img, _grey_mask(37, 53), image_ext="jpg", quality=85)
+    got = _src(tmp_path)[0]["image"]
+    with Image.open(tmp_path / "images" / "a.jpg") as ref:
+        want = np.asarray(ref.convert("RGB"))
+    assert got.shape == (37, 53, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    if mode == "L":  # greyscale stays one channel in memory (images.as_rgb)
+        assert got.strides[-1] == 0
+
+
+def test_jpeg_corrupt_and_exif_rotated(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # shown rotated 90 degrees counter-clockwise: 16x24 (WxH)
+    _pair(tmp_path, "a", Image.fromarray(raw), _grey_mask(24, 16), image_ext="jpg", exif=exif)
+    _pair(tmp_path, "b", Image.fromarray(raw), _grey_mask(16, 24), image_ext="jpg")
+    data = (tmp_path / "images" / "b.jpg").read_bytes()
+    (tmp_path / "images" / "b.jpg").write_bytes(data[:200] + b"\x00" * 50)  # header kept
+    src = _src(tmp_path)
+    with Image.open(tmp_path / "images" / "a.jpg") as ref:
+        want = np.rot90(np.asarray(ref), k=1)
+    np.testing.assert_array_equal(src[0]["image"], want)
+    with pytest.raises(ValueError, match=r"cannot read .*images/b\.jpg"):
+        src[1]

@@ -28,7 +28,7 @@ def suite():
 
 
 def test_importing_the_benchmark_loads_no_optional_dependency():
-    # The suite's setup on a CUDA image is `pip install grain ml-collections`: the
+    # The suite's setup on a CUDA image is `pip install grain ml-collections simplejpeg`: the
     # benchmark must not need TFDS, TensorBoard or the export extras, and must leave torch
     # to the reference's own process.
     code = (

@@ -245,37 +245,28 @@ class FolderSource:
     def _load(self, stem: str, image_name: str, mask_name: str) -> dict:
         image_path = os.path.join(self._images_path, image_name)
         mask_path = os.path.join(self._masks_path, mask_name)
-        image = self._open(image_path)
+        # Annotation tools display (and so annotate) images as viewers do, EXIF-rotated:
+        # the image comes back upright, and its shown size is what the mask must have.
+        try:
+            image, orientation = image_io.read_rgb_upright(image_path, self.max_pixels)
+        except image_io.ImageError as e:
+            raise BadExampleError(str(e)) from e
         mask = self._open(mask_path)
-        orientation = image_io.orientation(image)
-        shown = image_io.shown_size(image)
+        shown = image.shape[1], image.shape[0]
         if mask.size != shown:
+            stored = shown[::-1] if orientation in image_io.SWAPS_AXES else shown
             detail = f" (EXIF orientation {orientation} gives {shown[0]}x{shown[1]})"
-            if shown != image.size and mask.size == image.size:
+            if shown != stored and mask.size == stored:
                 detail += (
                     "; the mask matches the stored, unrotated pixels: remove the EXIF "
                     "orientation tag or rotate the mask"
                 )
             raise BadExampleError(
-                f"size mismatch: image {image_path} is {image.width}x{image.height} (WxH), "
+                f"size mismatch: image {image_path} is {stored[0]}x{stored[1]} (WxH), "
                 f"mask {mask_path} is {mask.width}x{mask.height}"
                 + (detail if orientation != 1 else "")
             )
-        # Annotation tools display (and so annotate) images as viewers do, EXIF-rotated.
-        image = image_io.upright(image)
-        return {
-            "image": self._image_array(image, image_path),
-            "mask": self._mask_array(mask, mask_path),
-            "name": stem,
-        }
-
-    @staticmethod
-    def _image_array(img: Image.Image, path: str) -> np.ndarray:
-        """u8[H,W,3], converted as jaxseg.data.images.to_rgb8 (as predict reads images)."""
-        try:
-            return image_io.to_rgb8(img, path)
-        except image_io.ImageError as e:
-            raise BadExampleError(str(e)) from e
+        return {"image": image, "mask": self._mask_array(mask, mask_path), "name": stem}
 
     def _mask_array(self, img: Image.Image, path: str) -> np.ndarray:
         """u8/i32[H,W] class indices or ignore_index."""

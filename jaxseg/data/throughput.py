@@ -68,6 +68,7 @@ def stage_costs(
     always); the whole configured train transform; decode + train transform; and the
     device path's host work (decode and pad to a canvas the size of the largest example).
     """
+    pipeline.keep_freed_memory()  # as the pipeline does on first use
     indices = [i % len(source) for i in range(examples)]
     decoded = [source[i] for i in indices]
     crop = tuple(augment["crop_size"])
