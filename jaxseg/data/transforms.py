@@ -8,7 +8,7 @@ scale -> crop -> flips/rot90 -> elastic -> photometric -> blur.
 Speed (docs/benchmarks.md, "Input pipeline"): the work stays in uint8. The random scale
 resizes only the pixels the crop keeps (Pillow's resize with a source box), masks are
 resized by index arithmetic in their own dtype, and the photometric changes are lookup
-tables plus one uint8 HSV round trip, as mmseg's (OpenCV's) are.
+tables plus HSV's saturation and hue arithmetic done in RGB in one float32 pass.
 
 Resampling uses pixel centres (align_corners=False) for both the bilinear image and the
 nearest mask, so the two stay aligned to within half a source pixel.
@@ -322,7 +322,7 @@ def _saturation_hue(image: np.ndarray, alpha: float, shift: float) -> np.ndarray
     of u8[H,W,3] RGB, value kept: HSV's arithmetic done in RGB without a round trip, on
     float32 planes; rounded to u8 once (half up), as OpenCV's HSV -> RGB rounds.
 
-    Speed (a 512x1024 crop went from 45 ms to a few): contiguous planes; only the ops numpy
+    Speed (2.2x an earlier version, docs/benchmarks.md): contiguous planes; only the ops numpy
     runs at memory speed (multiply, add, min, max, floor; choices as arithmetic blends,
     since np.where, np.mod and masked ops cost 20-70x a multiply on data-dependent masks);
     results written into a few buffers, since each fresh multi-megabyte temporary costs
