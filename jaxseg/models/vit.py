@@ -250,14 +250,16 @@ class VisionTransformer(nn.Module):
     LayerNorm of the last block's, and for the hybrid "stem", "stage1".."stage3" (the
     ResNet's features, strides 2, 4, 8, 16)}; h, w = ceil(H / 16), ceil(W / 16).
 
-    The class token is prepended as in timm (it attends and is attended to) and dropped
-    from the features. dropout_rate: after the position embedding, the attention
-    projection and in the MLP (SETR: 0.1).
+    The class token (class_token=True) is prepended as in timm (it attends and is attended
+    to) and dropped from the features; TransUNet has none, and no position for it.
+    dropout_rate: after the position embedding, the attention projection and in the MLP
+    (SETR: 0.1).
     """
 
     backbone: str = "vit_b16"
     pretrain_size: int = 224
     hybrid: bool = False
+    class_token: bool = True
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
@@ -271,18 +273,19 @@ class VisionTransformer(nn.Module):
         x = pad_to_patches(x.astype(self.dtype))
         tokens, features = PatchEmbed(dim, self.hybrid, self.dtype, name="patch_embed")(x)
         b, h, w, _ = tokens.shape
-        cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, dim))
-        pos = self.param("pos_embed", _init, (1, 1 + g * g, dim))
-        grid = resize_pos_embed(pos[0, 1:].reshape(g, g, dim), (h, w)).reshape(1, h * w, dim)
-        x = jnp.concatenate(
-            [jnp.broadcast_to(cls, (b, 1, dim)).astype(self.dtype), tokens.reshape(b, h * w, dim)],
-            axis=1,
-        )
-        x = x + jnp.concatenate([pos[:, :1], grid], axis=1).astype(self.dtype)
+        t = int(self.class_token)
+        pos = self.param("pos_embed", _init, (1, t + g * g, dim))
+        grid = resize_pos_embed(pos[0, t:].reshape(g, g, dim), (h, w)).reshape(1, h * w, dim)
+        x = tokens.reshape(b, h * w, dim)
+        if self.class_token:
+            cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, dim))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, dim)).astype(self.dtype), x], 1)
+            grid = jnp.concatenate([pos[:, :1], grid], axis=1)
+        x = x + grid.astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         for i in range(depth):
             x = Block(heads, self.dropout_rate, self.dtype, name=f"blocks_{i}")(x, train)
-            features[f"block{i}"] = x[:, 1:].reshape(b, h, w, dim)
+            features[f"block{i}"] = x[:, t:].reshape(b, h, w, dim)
         x = nn.LayerNorm(1e-6, dtype=self.dtype, name="norm")(x)
-        features["norm"] = x[:, 1:].reshape(b, h, w, dim)
+        features["norm"] = x[:, t:].reshape(b, h, w, dim)
         return features
