@@ -6,14 +6,14 @@ auxiliary heads on blocks 9, 14 and 19 (loss weight 0.4 each).
     python -m jaxseg.train --config experiments/setr.py:quick --workdir runs/setr_quick
 
 The arg picks the decoder, naive, pup (default) or mla; `quick` (or e.g. `mla,quick`) is the
-CPU smoke run (naive unless named). The recipe follows the paper and mmseg's ADE20K configs: 512x512 crops,
-scale 0.5-2.0, SGD lr 0.001 (momentum 0.9, no weight decay), the heads at 10x the learning
-rate (optim.head_lr_mult), poly decay over 160k iterations of batch 16, bfloat16 on
-accelerators. A batch of 16 ViT-L crops needs more memory than one GPU has: split it, e.g.
---config.batch_size=8 --config.optim.accumulate_steps=2 (total_steps counts batches, so
-double it too: --config.total_steps=320000). ImageNet ViT weights (timm's
-vit_large_patch16_224 .safetensors or .pth) load with --config.model.pretrained=FILE;
-a 384 file needs --config.model.pretrain_size=384.
+CPU smoke run (naive unless named). The recipe follows the paper and mmseg's ADE20K
+configs: 512x512 crops, scale 0.5-2.0, SGD lr 0.001 (momentum 0.9, no weight decay), the
+heads at 10x the learning rate (optim.head_lr_mult), poly decay over 160k iterations of
+batch 16, bfloat16 on accelerators. A batch of 16 ViT-L crops needs more memory than one GPU
+has: split it, e.g. --config.batch_size=8 --config.optim.accumulate_steps=2 (total_steps
+counts batches, so double it too: --config.total_steps=320000). ImageNet ViT weights
+(timm's vit_large_patch16_224 .safetensors or .pth) load with
+--config.model.pretrained=FILE; a 384 file needs --config.model.pretrain_size=384.
 """
 
 from jaxseg.configs import base_config, cpu_quick
