@@ -2,6 +2,8 @@
 sizes, timm weight import and parity (skipped without torch and timm), and the FLOPs
 XLA counts for SETR against a hand count."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,3 +205,78 @@ def test_hybrid_encoder_matches_timm_and_loads_into_transunet(tmp_path):
     np.testing.assert_array_equal(
         loaded["params"]["backbone"]["pos_embed"], state["pos_embed"][:, 1:]
     )
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+SETR_EXPERIMENT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "setr.py"
+)
+
+
+def setr_pup_flops(side, dim, depth, classes, batch=1, pretrain=224):
+    """2 x multiply-adds of SETR-PUP inference on side x side images (side a multiple of 16).
+
+    Encoder: the 16x16 patch embedding; per block the fused qkv, the attention logits and
+    weighted sum (2 N^2 D over all heads), the output projection and the MLP, on N = g^2 + 1
+    tokens (the class token). Decoder: the four 3x3 convs, counting as XLA's cost analysis
+    does only taps inside the zero-padded map, and the 1x1 classifier at full resolution.
+    jax.image.resize runs each 2x bilinear upsampling (and the position grid's bicubic
+    resize) as dense contractions with its weight matrices, one axis at a time: for an s x s
+    map of C channels 2s*s*s*C + 2s*2s*s*C = 6 s^3 C multiply-adds, which XLA counts and runs.
+    Normalisations, activations and the softmax (a few percent) are left out."""
+    g, g0 = side // 16, pretrain // 16
+    n = g * g + 1
+    macs = g * g * 16 * 16 * 3 * dim
+    if g != g0:
+        macs += g * g0 * g0 * dim + g * g * g0 * dim
+    macs += depth * (n * dim * 3 * dim + 2 * n * n * dim + n * dim * dim + 2 * n * dim * 4 * dim)
+    s, cin = g, dim
+    for _ in range(4):
+        macs += (s + 2 * (s - 1)) ** 2 * cin * 256 + 6 * s**3 * 256
+        s, cin = 2 * s, 256
+    macs += s * s * 256 * classes
+    return 2 * batch * macs
+
+
+def test_setr_inference_flops_match_the_hand_count(tmp_path, capsys):
+    from jaxseg import benchmark
+
+    r = benchmark.main(
+        [
+            "--config",
+            f"{SETR_EXPERIMENT}:pup,quick",
+            "--mode=infer",
+            "--size=128x128",
+            "--batch=8",
+            "--steps=1",
+            "--warmup=0",
+            f"--results={tmp_path / 'results.jsonl'}",
+        ]
+    )
+    capsys.readouterr()
+    assert (r["model"], r["model_options"]["backbone"], r["num_classes"]) == ("setr", "vit_ti16", 5)
+    hand = setr_pup_flops(128, 192, 12, 5, batch=8)
+    assert 1.0 <= r["flops_per_step"] / hand < 1.1, r["flops_per_step"] / hand
+
+
+@pytest.mark.slow  # compiles and runs SETR-PUP ViT-L at 512x512 on the CPU: minutes
+def test_setr_vit_l_512_benchmark_command_flops_match_the_hand_count(tmp_path):
+    """The issue's command (one timed step instead of 20 + 3 warm-up), in a process of its
+    own: one CPU device, so batch 1 needs no split."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable, "-m", "jaxseg.benchmark", "--config", SETR_EXPERIMENT, "--mode", "infer",
+        "--size", "512x512", "--batch", "1", "--steps", "1", "--warmup", "0",
+        f"--results={results}",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, env=env, cwd=os.path.dirname(SETR_EXPERIMENT) + "/..")
+    r = json.loads(results.read_text().splitlines()[-1])
+    assert (r["model"], r["model_options"]["backbone"], r["batch"]) == ("setr", "vit_l16", 1)
+    hand = setr_pup_flops(512, 1024, 24, r["num_classes"])
+    assert 1.0 <= r["flops_per_step"] / hand < 1.1, r["flops_per_step"] / hand
