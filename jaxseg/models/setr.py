@@ -118,8 +118,9 @@ class MLAHead(nn.Module):
 
 class SETR(nn.Module):
     """x f32[B,H,W,3] (any H, W; padded to multiples of 16 inside) ->
-    (logits f32[B,H,W,num_classes], aux {"aux0", ...: f32[B,h,w,num_classes]} when
-    aux_head, at their own stride 4 (naive, mla) or 4 (pup's two upsamplings)).
+    (logits f32[B,H,W,num_classes], aux {"aux0", ...: f32[B,H,W,num_classes]} when
+    aux_head). The heads run on the padded image's tokens; their outputs are scaled to the
+    padded size and cropped, so a pixel's logits never mix in the padding's geometry.
 
     backbone: vit_b16 or vit_l16 (vit_ti16 for tests); decoder: naive, pup or mla;
     pretrain_size: the image side the position embeddings are stored for (timm's 224 or
@@ -164,8 +165,11 @@ class SETR(nn.Module):
                 aux_convs = 1 if self.decoder == "naive" else 2
                 for i, block in enumerate(AUX_BLOCKS[depth]):
                     head = UpHead(k, aux_convs, kernel, up, dtype=dt, name=f"auxiliary_head_{i}")
-                    aux[f"aux{i}"] = head(feats[f"block{block}"], train).astype(jnp.float32)
+                    aux[f"aux{i}"] = head(feats[f"block{block}"], train)
         # The heads see the padded image: scale to its size, then crop the padding off.
         ph, pw = -(-h // 16) * 16, -(-w // 16) * 16
-        logits = resize(logits.astype(jnp.float32), (ph, pw))[:, :h, :w]
-        return logits, {n: a.astype(jnp.float32) for n, a in aux.items()}
+
+        def crop(y):
+            return resize(y.astype(jnp.float32), (ph, pw))[:, :h, :w]
+
+        return crop(logits), {n: crop(a) for n, a in aux.items()}
