@@ -17,7 +17,8 @@ from jaxseg.state import count_params
 from tests.torch_support import assert_close_relative, state_dict_numpy, torch, torchvision
 
 # SETR on Cityscapes (19 classes, 768x768 crops: a 48x48 position grid, auxiliary heads as
-# mmseg's configs): exact counts here, and the paper's Table 2 "Params" in millions.
+# mmseg's configs): exact counts here, and the paper's reported parameters in millions
+# (quoted from the SETR paper's comparison table as remembered; not re-read for this test).
 SETR_COUNTS = {
     "naive": (306_538_572, 305.67),
     "pup": (318_469_196, 318.31),
@@ -43,8 +44,8 @@ def test_setr_vit_l_counts_match_paper(decoder):
 
 
 def test_transunet_count_matches_paper():
-    # Paper (Table 6 of the TransUNet journal version / the official repo's model): 105.28 M
-    # for R50-ViT-B/16 at 224x224, 9 Synapse classes.
+    # The figure reported for TransUNet (R50-ViT-B/16, 224x224, 9 Synapse classes) in the
+    # comparisons of later papers (Swin-Unet's among them): 105.28 M, quoted from memory.
     n = _count(TransUNet(9), (224, 224))
     assert n == 105_277_081
     assert abs(n / 1e6 / 105.28 - 1) < 0.03

@@ -16,8 +16,8 @@ pup two 3x3 convs), mla a 1x1 classifier on each of the four aggregated levels
 ("aux0".."aux3"). ViT-B uses blocks 4, 7, 9 (naive, pup) and 2, 5, 8, 11 (mla), the same
 depths scaled to 12 blocks.
 
-Counts against the paper's Table (Cityscapes, 19 classes, 768x768 crops, so 48x48 position
-embeddings: pretrain_size=768): tests/test_models_vit.py.
+Counts against the paper's reported figures (Cityscapes, 19 classes, 768x768 crops, so
+48x48 position embeddings: pretrain_size=768): tests/test_models_vit.py.
 """
 
 from __future__ import annotations
