@@ -91,14 +91,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.up_mode = "transpose"  # unet up path: transpose (2x2 conv) or bilinear (+ 1x1 conv)
     # Encoder ("": the model's own: resnet50, or mit_b0 for segformer): resnet18|resnet34|
     # resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet, deeplabv2 whose own is
-    # resnet101), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5.
+    # resnet101, semantic_fpn 50|101), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5,
+    # vit_b16|vit_l16 (setr, own vit_l16; transunet vit_b16; vit_ti16 for tests),
+    # swin_t|swin_b (swin_unet, own swin_t).
     c.model.backbone = ""
+    c.model.decoder = ""  # setr: naive, pup or mla ("": pup)
+    # ViT models (setr, transunet): image side the position embeddings are stored for (0: the
+    # model's own, 224); other input sizes resize them bicubically. A pretrained file's grid
+    # must match it (timm's *_384 files: 384).
+    c.model.pretrain_size = 0
     # Feature stride (0: the model's own: deeplabv3 8, deeplabv3plus 16, fcn_vgg16 8): 8 or 16
     # for dilated ResNets; 32, 16 or 8 for fcn_vgg16 (FCN-32s/16s/8s).
     c.model.output_stride = 0
     c.model.multi_grid = ()  # last-stage dilation multipliers, e.g. (1, 2, 4); (): torchvision's
     c.model.separable = False  # deeplabv3plus: depthwise-separable ASPP and decoder convolutions
     # Auxiliary heads: FCN head on stage 3 (fcn, deeplabv3, deeplabv3plus, pspnet), aux "aux";
+    # setr "aux0".."aux2" (naive, pup) or "aux0".."aux3" (mla);
     # bisenetv1 "context16"/"context8"; bisenetv2 boosters "stem", "s3", "s4", "s5".
     c.model.aux_head = False
     c.model.pretrained = ""  # PyTorch-format weights (.pth, .safetensors, .npz) to start from
@@ -127,6 +135,14 @@ def base_config() -> ml_collections.ConfigDict:
     # Non-finite steps skipped in a row (no update, BatchNorm statistics kept) before the run
     # stops; 0 stops at the first. Skips are logged as train/skipped.
     c.optim.skip_nonfinite = 0
+    # Gradient accumulation (optax.MultiSteps): one update every accumulate_steps train steps,
+    # from the mean of their gradients, so the effective batch is batch_size * accumulate_steps.
+    # total_steps, warmup_steps and every cadence count train steps (batches); the schedule
+    # advances once per update. BatchNorm statistics still update on every batch.
+    c.optim.accumulate_steps = 1
+    # Learning-rate multiplier of every parameter outside the model's "backbone" (the heads;
+    # SETR's recipe: 10). Only models with a backbone/head split take it.
+    c.optim.head_lr_mult = 1.0
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = (("ce", 1.0),)  # (name, weight) pairs summed; names: jaxseg.losses.LOSSES

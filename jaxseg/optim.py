@@ -36,6 +36,11 @@ def decay_mask(params) -> dict:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def head_mask(params) -> dict:
+    """True for every parameter outside the top-level "backbone" subtree."""
+    return {k: jax.tree.map(lambda _, k=k: k != "backbone", v) for k, v in params.items()}
+
+
 def make_optimizer(
     name: str,
     schedule: optax.Schedule,
@@ -47,11 +52,21 @@ def make_optimizer(
     weight_decay: float = 0.0,
     grad_clip: float = 0.0,
     skip_nonfinite: int = 0,
+    head_lr_mult: float = 1.0,
+    accumulate_steps: int = 1,
 ) -> optax.GradientTransformation:
     """SGD (L2 weight decay added to the gradient, as in torch.optim.SGD) or AdamW.
 
     skip_nonfinite > 0: updates from non-finite gradients are skipped (optax.apply_if_finite),
-    up to that many in a row; the next one would be applied, so the trainer stops first."""
+    up to that many in a row; the next one would be applied, so the trainer stops first.
+
+    head_lr_mult: the updates of parameters outside "backbone" are scaled by it, the same as
+    a learning rate that many times larger for them (weight decay included, as torch's
+    per-group lr), since SGD-momentum and AdamW updates are linear in the learning rate.
+    accumulate_steps > 1: optax.MultiSteps applies one update per accumulate_steps calls,
+    from the mean gradient; its state (accumulated gradient, micro-step counter) is part of
+    the optimizer state, so checkpoints carry it and resume is exact. `schedule` is then
+    evaluated at the update count (the inner optimizer's step), not the call count."""
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     if name == "sgd":
         if weight_decay:
@@ -63,5 +78,8 @@ def make_optimizer(
         )
     else:
         raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
+    if head_lr_mult != 1.0:
+        parts.append(optax.masked(optax.scale(head_lr_mult), head_mask))
     tx = optax.chain(*parts)
-    return optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite > 0 else tx
+    tx = optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite > 0 else tx
+    return optax.MultiSteps(tx, accumulate_steps) if accumulate_steps > 1 else tx

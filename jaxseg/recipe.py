@@ -354,7 +354,7 @@ def class_weights(config, source, *, workdir: str, progress: bool) -> jax.Array 
 
 # Config values that defer to the model's own default (base_config says which models have
 # which): the one place a per-model default lives is the model.
-MODEL_DEFAULT = {"backbone": "", "output_stride": 0}
+MODEL_DEFAULT = {"backbone": "", "output_stride": 0, "decoder": "", "pretrain_size": 0}
 
 
 def build_model(config, num_classes: int):
@@ -370,20 +370,39 @@ def build_model(config, num_classes: int):
 
 
 def optimizer(config):
-    """(lr schedule, optax transformation) as config.optim says."""
+    """(lr schedule, optax transformation) as config.optim says.
+
+    With optim.accumulate_steps = k > 1 the optimizer updates every k train steps and its
+    schedule spans total_steps // k updates (warmup warmup_steps // k); the returned
+    schedule maps a train step s to the learning rate of update s // k, for logging."""
     o = config.optim
+    k = o.accumulate_steps
+    if k < 1:
+        raise configs.ConfigError(f"optim.accumulate_steps={k} needs 1 or more")
+    if config.total_steps % k:
+        raise configs.ConfigError(
+            f"optim.accumulate_steps={k} does not divide total_steps={config.total_steps}: "
+            "the last update would never be applied"
+        )
+    if o.head_lr_mult <= 0:
+        raise configs.ConfigError(f"optim.head_lr_mult={o.head_lr_mult} must be positive")
+    if o.head_lr_mult != 1.0 and "backbone" not in MODELS[config.model.name].__dataclass_fields__:
+        raise configs.ConfigError(
+            f"optim.head_lr_mult={o.head_lr_mult} is set but model {config.model.name!r} has "
+            "no backbone/head split"
+        )
     try:
-        schedule = make_schedule(
+        update_schedule = make_schedule(
             o.schedule,
             o.lr,
-            config.total_steps,
-            warmup_steps=o.warmup_steps,
+            config.total_steps // k,
+            warmup_steps=o.warmup_steps // k,
             poly_power=o.poly_power,
             end_lr=o.end_lr,
         )
         tx = make_optimizer(
             o.name,
-            schedule,
+            update_schedule,
             momentum=o.momentum,
             nesterov=o.nesterov,
             b1=o.b1,
@@ -391,9 +410,12 @@ def optimizer(config):
             weight_decay=o.weight_decay,
             grad_clip=o.grad_clip,
             skip_nonfinite=o.skip_nonfinite,
+            head_lr_mult=o.head_lr_mult,
+            accumulate_steps=k,
         )
     except ValueError as e:  # an unknown optim.name or optim.schedule
         raise configs.ConfigError(f"optim: {e}") from None
+    schedule = update_schedule if k == 1 else (lambda step: update_schedule(step // k))
     return schedule, tx
 
 

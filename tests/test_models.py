@@ -28,9 +28,17 @@ OPTIONS = {
     "fc_densenet": dict(variant="56"),
     "bisenetv1": dict(aux_head=True),
     "bisenetv2": dict(aux_head=True),
+    # The transformer zoo (issue 15) at its narrowest: ViT-Ti/16 blocks, ResNet-18.
+    "setr": dict(backbone="vit_ti16", aux_head=True),
+    "transunet": dict(backbone="vit_ti16"),
+    "semantic_fpn": dict(backbone="resnet18"),
 }
 # Auxiliary outputs of the models whose aux_head gives other names than "aux".
-AUX_NAMES = {"bisenetv1": ("context16", "context8"), "bisenetv2": ("stem", "s3", "s4", "s5")}
+AUX_NAMES = {
+    "bisenetv1": ("context16", "context8"),
+    "bisenetv2": ("stem", "s3", "s4", "s5"),
+    "setr": ("aux0", "aux1", "aux2"),
+}
 # Torchvision's counts (21 classes, aux head on, BatchNorm running statistics not counted).
 TORCHVISION = {
     ("fcn", "resnet50"): 35_322_218,
@@ -104,6 +112,10 @@ SLOW_STEP |= {
     "liteseg",
     "dfanet",
 }
+# The transformer zoo (issue 15): SETR (ViT-Ti/16) steps in the default suite for the ViT
+# family; TransUNet, Swin-Unet and Semantic FPN compile for 35-65 s each on two cores and
+# step under slow (their encoders match timm in tests/test_models_{vit,swin}.py).
+SLOW_STEP |= {"transunet", "swin_unet", "semantic_fpn"}
 
 
 @pytest.mark.parametrize(

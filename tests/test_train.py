@@ -140,9 +140,11 @@ def test_experiment_runs_one_train_and_eval_step(path, tmp_path):
         for o in TINY
         if o.split("=")[0].split(".")[-1] in takes or ".data.image" in o or "batch_size" in o
     ]
-    config = _config(f"{path}:quick", *tiny, "--config.total_steps=1")
+    # One update: a step per accumulated batch (setr's quick run accumulates two).
+    updates = quick.optim.accumulate_steps
+    config = _config(f"{path}:quick", *tiny, f"--config.total_steps={updates}")
     result = train_and_evaluate(config, str(tmp_path))
-    assert result["step"] == 1
+    assert result["step"] == updates
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert np.isfinite(rows[0]["train/loss"]) and 0 <= rows[1]["val/miou"] <= 1

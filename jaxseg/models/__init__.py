@@ -22,6 +22,10 @@ from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.pspnet import PSPNet
 from jaxseg.models.segformer import SegFormer
 from jaxseg.models.segnet import SegNet
+from jaxseg.models.semantic_fpn import SemanticFPN
+from jaxseg.models.setr import SETR
+from jaxseg.models.swin_unet import SwinUNet
+from jaxseg.models.transunet import TransUNet
 from jaxseg.models.unet import UNet
 
 MODELS = {
@@ -45,6 +49,10 @@ MODELS = {
     "espnet": ESPNet,
     "liteseg": LiteSeg,
     "dfanet": DFANet,
+    "setr": SETR,
+    "transunet": TransUNet,
+    "swin_unet": SwinUNet,
+    "semantic_fpn": SemanticFPN,
 }
 
 
