@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from jaxseg.configs import ConfigError
+
 
 def make_schedule(
     name: str,
@@ -37,7 +39,14 @@ def decay_mask(params) -> dict:
 
 
 def head_mask(params) -> dict:
-    """True for every parameter outside the top-level "backbone" subtree."""
+    """True for every parameter outside the top-level "backbone" subtree. A model whose
+    parameters have no such subtree (bisenetv1's context path, for one) is refused: the
+    multiplier would otherwise scale every parameter."""
+    if "backbone" not in params:
+        raise ConfigError(
+            "optim.head_lr_mult is set but the model's parameters have no 'backbone' subtree "
+            f"(top level: {', '.join(sorted(params)[:8])})"
+        )
     return {k: jax.tree.map(lambda _, k=k: k != "backbone", v) for k, v in params.items()}
 
 

@@ -122,6 +122,13 @@ def test_schedule_counts_updates_and_logs_per_train_step():
     assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_head_lr_mult_refuses_parameters_without_a_backbone_subtree():
+    # bisenetv1 has a backbone option but its parameters are "context_path", "arms_0", ...
+    tx = make_optimizer("sgd", 0.1, head_lr_mult=10.0)
+    with pytest.raises(configs.ConfigError, match="no 'backbone' subtree.*arms_0"):
+        tx.init({"arms_0": {"w": jnp.ones(2)}, "context_path": {"w": jnp.ones(2)}})
+
+
 @pytest.mark.parametrize(
     "overrides,says",
     [
