@@ -60,6 +60,8 @@ class CRFParams:
             value = getattr(self, field)
             if not (math.isfinite(value) and value >= 0):
                 raise CRFError(field, f"a weight must be a finite number >= 0, got {value}")
+        if self.bilateral_weight == self.spatial_weight == 0:  # softmax(log P) = P: no effect
+            raise CRFError("bilateral_weight", "and spatial_weight are both 0: nothing to refine")
         for field in ("bilateral_xy_std", "bilateral_rgb_std", "spatial_xy_std"):
             value = getattr(self, field)
             if not (math.isfinite(value) and value > 0):

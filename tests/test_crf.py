@@ -86,10 +86,11 @@ DEFAULTS = dict(
         dict(iterations=0),
         dict(bilateral_weight=-0.5),
         dict(spatial_weight=float("nan")),
+        dict(bilateral_weight=0.0, spatial_weight=0.0),
     ],
 )
 def test_invalid_parameters_raise_naming_the_field(bad):
-    (field,) = bad
+    field = next(iter(bad))
     with pytest.raises(CRFError, match=f"crf {field}:") as info:
         CRFParams(**(DEFAULTS | bad))
     assert info.value.field == field
