@@ -28,6 +28,12 @@ def get_config(arg=None):
         # minutes a CPU smoke run has: val mIoU 0.17 after 400 steps, docs/benchmarks.md);
         # 64x64 `shapes` crops without rescaling, batch 16, 600 AdamW steps (1e-3, cosine,
         # 60 warmup) instead of SGD, float32.
+        # Measured (docs/benchmarks.md): val mIoU 0.5048 after 20 min on 2 shared cores,
+        # short of the 0.70 in 10 min. At 64x64 the OS16 features are a 4x4 map
+        # that could not score 0.55 even if perfect (benchmarks/stride_ceiling.py); 128x128
+        # lifts that to 0.82 but costs 4.2x per step (measured with model.separable). Probes
+        # of a 4x learning rate and of batch 8 learned no faster per image; no variant
+        # reached the target on this machine.
         cpu_quick(c, steps=600, batch=16)
         c.model.backbone = "resnet18"
     elif arg:

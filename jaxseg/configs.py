@@ -167,6 +167,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.flip = False  # test-time horizontal flip, averaged with the unflipped views
     c.eval.boundary_tolerance = 3  # pixels: width of the contour bands that boundary IoU compares
     c.eval.calibration_bins = 15  # confidence bins of the expected calibration error
+    # Dense CRF (jaxseg.crf, DeepLab v1/v2's post-processing): the final probabilities refined
+    # by mean field with the image. The parameter defaults are DeepLab-LargeFOV's on PASCAL VOC
+    # (Chen et al., ICLR 2015, as its released test settings are widely quoted: bilateral
+    # weight 4, xy 121, rgb 5; spatial weight 3, xy 3; 10 iterations); membrane figures with
+    # other values are in docs/benchmarks.md. They act only with eval.crf=True.
+    c.eval.crf = False  # refine predictions with the dense CRF (evaluate, predict, export)
+    c.eval.crf_bilateral_weight = 4.0  # w of the appearance kernel (position and colour)
+    c.eval.crf_bilateral_xy_std = 121.0  # its position deviation, pixels
+    c.eval.crf_bilateral_rgb_std = 5.0  # its colour deviation, 0..255 RGB units
+    c.eval.crf_spatial_weight = 3.0  # w of the smoothness kernel (position only)
+    c.eval.crf_spatial_xy_std = 3.0  # its position deviation, pixels
+    c.eval.crf_iterations = 10  # mean-field iterations
+    # Odd side of the neighbourhood where the pairwise sum is exact (pixels beyond it are left
+    # out, as in convolutional CRFs); memory grows as window^2 x the batch's pixels.
+    c.eval.crf_window = 11
     c.lock()  # experiments override fields; they cannot add new ones
     return c
 

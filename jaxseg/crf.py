@@ -23,31 +23,55 @@ equals the dense CRF exactly (tests/test_crf.py compares with a brute-force one)
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 
+class CRFError(ValueError):
+    """An invalid CRFParams field: `field` names it, the message says why."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"crf {field}: {message}")
+        self.field, self.reason = field, message
+
+
 @dataclasses.dataclass(frozen=True)
 class CRFParams:
-    """The dense CRF's parameters (DeepLab v2's for PASCAL VOC: 4, 121, 5, 3, 3)."""
+    """The dense CRF's parameters. No defaults here: the config's `eval.crf_*` fields
+    declare them once (jaxseg.configs.base_config, DeepLab-LargeFOV's PASCAL VOC settings).
 
-    bilateral_weight: float = 4.0
-    bilateral_xy_std: float = 121.0
-    bilateral_rgb_std: float = 5.0
-    spatial_weight: float = 3.0
-    spatial_xy_std: float = 3.0
-    iterations: int = 10
-    window: int = 11  # odd; the neighbourhood where the pairwise sum is exact
+    Weights are >= 0 (a negative one would reward label changes between similar pixels),
+    deviations > 0 (pixels, and 0..255 colour units), `window` odd and >= 3.
+    """
+
+    bilateral_weight: float
+    bilateral_xy_std: float
+    bilateral_rgb_std: float
+    spatial_weight: float
+    spatial_xy_std: float
+    iterations: int
+    window: int  # odd; the (window x window) neighbourhood where the pairwise sum is exact
 
     def __post_init__(self):
-        if self.window < 3 or self.window % 2 == 0:
-            raise ValueError(f"crf window must be odd and >= 3, got {self.window}")
-        if min(self.bilateral_xy_std, self.bilateral_rgb_std, self.spatial_xy_std) <= 0:
-            raise ValueError("crf standard deviations must be positive")
+        for field in ("bilateral_weight", "spatial_weight"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value >= 0):
+                raise CRFError(field, f"a weight must be a finite number >= 0, got {value}")
+        if self.bilateral_weight == self.spatial_weight == 0:  # softmax(log P) = P: no effect
+            raise CRFError("bilateral_weight", "and spatial_weight are both 0: nothing to refine")
+        for field in ("bilateral_xy_std", "bilateral_rgb_std", "spatial_xy_std"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value > 0):
+                raise CRFError(field, f"a standard deviation must be > 0, got {value}")
         if self.iterations < 1:
-            raise ValueError(f"crf iterations must be >= 1, got {self.iterations}")
+            raise CRFError(
+                "iterations", f"needs 1 or more mean-field iterations, got {self.iterations}"
+            )
+        if self.window < 3 or self.window % 2 == 0:
+            raise CRFError("window", f"must be odd and >= 3, got {self.window}")
 
 
 def _offsets(window: int) -> list[tuple[int, int]]:
@@ -87,7 +111,7 @@ def kernel_weights(
 def mean_field(
     probs: jax.Array,
     image: jax.Array,
-    params: CRFParams = CRFParams(),
+    params: CRFParams,
     valid: jax.Array | None = None,
 ) -> jax.Array:
     """Refined probabilities f32[B,H,W,K] from softmax probs f32[B,H,W,K] and the image

@@ -11,7 +11,7 @@ jaxseg.inference as training does: whole-mode evaluation of the final checkpoint
 run's last logged val/miou. `--config.eval.*` and `--config.data.*` apply on top of the
 saved config (data.mean and data.std belong to the trained model and cannot change).
 
-Prints the per-class table and writes <workdir>/eval/<split>_step<N>_<mode>.json (or --out):
+Prints the per-class table and writes <workdir>/eval/<split>_step<N>_<mode>[_crf].json (or --out):
 every score, the confusion matrix, the checkpoint step, the inference settings, images/s and
 versions; and beside it a PNG of the row-normalised confusion matrix.
 """
@@ -100,7 +100,7 @@ def evaluate_run(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if jax.process_index() == 0:
-        name = f"{split}_step{step}_{settings.mode}.json"
+        name = f"{split}_step{step}_{settings.mode}{'_crf' if settings.crf else ''}.json"
         target = run_files.path(out) if out else run_files.path(workdir, "eval", name)
         target.parent.mkdir(parents=True, exist_ok=True)
         run_files.write_text_atomic(target, json.dumps(report, indent=2))
@@ -134,7 +134,10 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_enum("split", "val", ["train", "val", "test"], "split to score", **define)
     flags.DEFINE_string("checkpoint", "latest", "latest, best (by val/miou) or a step", **define)
     flags.DEFINE_string(
-        "out", None, "report file (default <workdir>/eval/<split>_step<N>_<mode>.json)", **define
+        "out",
+        None,
+        "report file (default <workdir>/eval/<split>_step<N>_<mode>[_crf].json)",
+        **define,
     )
     flags.mark_flag_as_required("workdir", flag_values=fv)
     return fv

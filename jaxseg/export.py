@@ -85,6 +85,10 @@ def export_jax(seg, size, output, *, params_as_args=False, platforms=("cpu", "cu
 def export_onnx(seg, size, output, path: str) -> list[str]:
     """model.onnx through jax2onnx (the `onnx` extra): fixed H, W, dynamic batch "b".
     Returns the files written (the model and its external weights)."""
+    if seg.settings.mode != "whole":
+        raise configs.ConfigError("--format onnx exports eval.mode=whole only")
+    if seg.settings.crf is not None:  # its scans and dynamic slices are not checked in ONNX
+        raise configs.ConfigError("--format onnx exports without eval.crf; use --format jax")
     # jax2onnx 0.13 logs a traceback for each dm_pix plugin it cannot load under this jax
     # (plugins jaxseg does not use) and prints its progress; onnx_ir notes shapes it cannot
     # type. Keep their errors only.
@@ -96,8 +100,6 @@ def export_onnx(seg, size, output, path: str) -> list[str]:
         raise configs.ConfigError(
             "--format onnx needs the onnx extra: pip install -e '.[onnx]'"
         ) from None
-    if seg.settings.mode != "whole":
-        raise configs.ConfigError("--format onnx exports eval.mode=whole only")
     fn, _ = exported_function(seg, output, params_as_args=False)
     before = set(os.listdir(os.path.dirname(path) or "."))
     with contextlib.redirect_stdout(io.StringIO()):

@@ -8,6 +8,7 @@ a config field set away from base_config()'s default must act.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -21,6 +22,7 @@ from jaxseg import augment, checkpoint, configs, inference, losses, metrics, sha
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.class_weights import image_classes
+from jaxseg.crf import CRFError, CRFParams
 from jaxseg.data import make_source as _make_source
 from jaxseg.data import options_of
 from jaxseg.data.pipeline import eval_batches as _eval_batches
@@ -57,8 +59,12 @@ PIPELINE_DATA_FIELDS = (
 )
 MODEL_FIELDS = ("name", "pretrained")  # every model takes these
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
+# eval.crf_<field> for each field of jaxseg.crf.CRFParams: act only with eval.crf=True.
+CRF_FIELDS = tuple(f"crf_{f.name}" for f in dataclasses.fields(CRFParams))
 # The eval.* fields that shape inference itself (predict, export, the Segmenter API).
-INFERENCE_FIELDS = tuple(f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip"))
+INFERENCE_FIELDS = tuple(
+    f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip", "crf", *CRF_FIELDS)
+)
 
 
 def _changed(section: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -104,6 +110,13 @@ def check_options(config: ml_collections.ConfigDict) -> None:
             raise configs.ConfigError(
                 f"eval.{unused[0]} is set but eval.mode is 'whole'; set eval.mode=slide"
             )
+    if not config.eval.crf:
+        unused = [k for k in _changed("eval", config) if k in CRF_FIELDS]
+        if unused:
+            raise configs.ConfigError(
+                f"eval.{unused[0]} is set but eval.crf is False; set eval.crf=True"
+            )
+    inference_settings(config)  # names an invalid eval value before anything is built
 
 
 def trained_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -454,7 +467,9 @@ def train_step(config, model, tx, schedule, class_weights):
 
 def inference_settings(config, devices: int = 1) -> inference.Settings:
     """config.eval as inference.Settings. Slide windows default to the training crop with a
-    stride of two thirds of it; window_batch to eval.batch_size, a multiple of `devices`."""
+    stride of two thirds of it; window_batch to eval.batch_size, a multiple of `devices`.
+    eval.crf=True adds CRFParams from the eval.crf_* fields (an invalid one is refused
+    naming its key)."""
     ev = config.eval
     crop = tuple(ev.crop_size) or tuple(config.data.image_size)
     stride = tuple(ev.stride) or tuple(max(1, round(2 * c / 3)) for c in crop)
@@ -464,6 +479,14 @@ def inference_settings(config, devices: int = 1) -> inference.Settings:
             f"eval.window_batch={window_batch} does not split over {devices} devices; "
             f"use a multiple of {devices}"
         )
+    crf = None
+    if ev.crf:
+        try:
+            crf = CRFParams(**{k[len("crf_") :]: ev[k] for k in CRF_FIELDS})
+        except CRFError as e:
+            raise configs.ConfigError(
+                f"eval.crf_{e.field}={ev['crf_' + e.field]!r}: {e.reason}"
+            ) from None
     try:
         return inference.Settings(
             mode=ev.mode,
@@ -472,6 +495,7 @@ def inference_settings(config, devices: int = 1) -> inference.Settings:
             scales=tuple(float(s) for s in ev.scales),
             flip=ev.flip,
             window_batch=window_batch,
+            crf=crf,
         )
     except ValueError as e:
         raise configs.ConfigError(str(e)) from None

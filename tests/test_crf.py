@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.crf import CRFParams, mean_field
+from jaxseg.crf import CRFError, CRFParams, mean_field
 
 
 def _dense_reference(probs, image, p: CRFParams):
@@ -64,10 +64,36 @@ def test_crf_sharpens_a_blurred_prediction_at_a_colour_edge():
     assert after == 1.0 and before < 1.0
 
 
-def test_invalid_parameters_raise():
-    for bad in (dict(window=4), dict(window=1), dict(spatial_xy_std=0.0), dict(iterations=0)):
-        with pytest.raises(ValueError, match="crf"):
-            CRFParams(**bad)
+# base_config's eval.crf_* defaults (DeepLab-LargeFOV's), spelled out: CRFParams has none.
+DEFAULTS = dict(
+    bilateral_weight=4.0,
+    bilateral_xy_std=121.0,
+    bilateral_rgb_std=5.0,
+    spatial_weight=3.0,
+    spatial_xy_std=3.0,
+    iterations=10,
+    window=11,
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(window=4),
+        dict(window=1),
+        dict(spatial_xy_std=0.0),
+        dict(bilateral_rgb_std=-1.0),
+        dict(iterations=0),
+        dict(bilateral_weight=-0.5),
+        dict(spatial_weight=float("nan")),
+        dict(bilateral_weight=0.0, spatial_weight=0.0),
+    ],
+)
+def test_invalid_parameters_raise_naming_the_field(bad):
+    field = next(iter(bad))
+    with pytest.raises(CRFError, match=f"crf {field}:") as info:
+        CRFParams(**(DEFAULTS | bad))
+    assert info.value.field == field
 
 
 def test_inference_scores_apply_the_crf_to_the_final_probabilities():
@@ -79,7 +105,7 @@ def test_inference_scores_apply_the_crf_to_the_final_probabilities():
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 10, 12, 3))))
     rng = np.random.default_rng(1)
     variables = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), variables)
-    params = CRFParams(iterations=3, window=5)
+    params = CRFParams(**(DEFAULTS | dict(iterations=3, window=5)))
     kw = dict(model=model, mean=(0.5,) * 3, std=(0.25,) * 3)
     plain = inference.scores(variables, jnp.asarray(x), **kw)
     refined = inference.scores(

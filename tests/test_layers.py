@@ -15,7 +15,8 @@ def _apply(module, x, **kw):
     return variables, module.apply(variables, x, **kw)
 
 
-@pytest.mark.parametrize("rate,size", [(2, (16, 16)), (4, (13, 18)), (6, (7, 9)), (12, (20, 11))])
+# Sides longer than the rate: smaller ones take the centre-tap path (the next test).
+@pytest.mark.parametrize("rate,size", [(2, (16, 16)), (4, (13, 18)), (6, (7, 9)), (12, (20, 13))])
 @pytest.mark.parametrize("groups", [1, 4])
 def test_space_to_batch_atrous_equals_plain(rate, size, groups):
     x = jax.random.normal(jax.random.key(1), (2, *size, 8))
@@ -25,6 +26,27 @@ def test_space_to_batch_atrous_equals_plain(rate, size, groups):
         12, 3, dilation=rate, groups=groups, use_bias=True, atrous_impl="space_to_batch"
     )
     np.testing.assert_allclose(fast.apply(variables, x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rate,size", [(12, (8, 8)), (12, (20, 11)), (4, (4, 9)), (2, (2, 2))])
+@pytest.mark.parametrize("atrous_impl", layers.ATROUS_IMPLS)
+def test_dilation_past_the_map_is_the_full_dilated_conv(rate, size, atrous_impl):
+    """A side no longer than the rate takes only the kernel's centre along it: the same
+    function as the full dilated convolution written out with lax."""
+    x = jax.random.normal(jax.random.key(2), (2, *size, 8))
+    conv = layers.Conv(12, 3, dilation=rate, groups=2, use_bias=True, atrous_impl=atrous_impl)
+    variables, got = _apply(conv, x)
+    p = variables["params"]
+    expected = jax.lax.conv_general_dilated(
+        x,
+        p["kernel"],
+        window_strides=(1, 1),
+        padding=((rate, rate), (rate, rate)),
+        rhs_dilation=(rate, rate),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=2,
+    )
+    np.testing.assert_allclose(got, expected + p["bias"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(4, 4), (5, 7)])

@@ -182,7 +182,9 @@ def _conv3x3_dilations(model, x):
 
 
 def test_multi_grid_changes_dilations_not_params():
-    x = jnp.zeros((1, 32, 32, 3))
+    # layer4's map (10x10 at 160x160) must be larger than the dilations: where it is not,
+    # layers.Conv runs the kernel's centre alone, and no 3x3 convolution is traced.
+    x = jnp.zeros((1, 160, 160, 3))
     plain = _conv3x3_dilations(ResNet(output_stride=16), x)
     grid = _conv3x3_dilations(ResNet(output_stride=16, multi_grid=(1, 2, 4)), x)
     # 16 bottleneck 3x3 convs: layer1-3 undilated, layer4 (1, 2, 2) vs 2 * (1, 2, 4).
