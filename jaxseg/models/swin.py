@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.models import vit
 from jaxseg.models.layers import Conv
 from jaxseg.models.mit import drop_path
+from jaxseg.models.vit import Mlp, _init  # timm's init and MLP, as the ViT's
 
 # name: (embed dim, depths, heads); patch 4, window 7, MLP ratio 4 for all.
 VARIANTS = {
@@ -36,10 +38,7 @@ VARIANTS = {
 }
 WINDOW = 7
 PATCH = 4
-_init = nn.initializers.truncated_normal(0.02)
-# Flax names cannot hold "."; pretrained.torch_key turns `layers_1` into `layers.1` but
-# leaves `layers.1_downsample`, `stages.0_blocks.0`: finish those (a model's torch_renames).
-TORCH_RENAMES = ((r"\.(\d+)_(?=[a-z])", r".\1."),)
+TORCH_RENAMES = vit.TORCH_RENAMES  # the same key renames as the ViT's
 
 
 def check_backbone(backbone: str) -> None:
@@ -113,19 +112,6 @@ class WindowAttention(nn.Module):
         return nn.Dense(c, dtype=self.dtype, kernel_init=_init, name="proj")(out)
 
 
-class Mlp(nn.Module):
-    """fc1 (C -> 4C) -> exact GELU -> fc2."""
-
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        x = nn.Dense(4 * c, dtype=self.dtype, kernel_init=_init, name="fc1")(x)
-        x = nn.gelu(x, approximate=False)
-        return nn.Dense(c, dtype=self.dtype, kernel_init=_init, name="fc2")(x)
-
-
 class SwinBlock(nn.Module):
     """(Shifted) window block, pre-norm (LayerNorms eps 1e-5). x [B,H,W,C] -> same.
 
@@ -158,7 +144,8 @@ class SwinBlock(nn.Module):
         if any(shift):
             y = jnp.roll(y, shift, axis=(1, 2))
         x = x + drop_path(self, y[:, :h, :w], self.drop_path_rate, train)
-        y = Mlp(self.dtype, name="mlp")(nn.LayerNorm(1e-5, dtype=self.dtype, name="norm2")(x))
+        y = nn.LayerNorm(1e-5, dtype=self.dtype, name="norm2")(x)
+        y = Mlp(4 * x.shape[-1], dtype=self.dtype, name="mlp")(y, train)
         return x + drop_path(self, y, self.drop_path_rate, train)
 
 
