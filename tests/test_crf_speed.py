@@ -1,0 +1,50 @@
+"""benchmarks/crf_speed.py: its unrolled variant computes what jaxseg.crf.mean_field does,
+so the speed table compares two formulations of one function."""
+
+import importlib.util
+import os
+
+import numpy as np
+
+from jaxseg import crf
+
+PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "crf_speed.py")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("crf_speed", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unrolled_equals_scan_and_the_table_runs(capsys):
+    m = _module()
+    probs, image = m.inputs(2, 9, 3)
+    params = crf.CRFParams(4.0, 3.0, 20.0, 3.0, 1.0, 3, 5)
+    want = np.asarray(crf.mean_field(probs, image, params))
+    got = np.asarray(m.mean_field_unrolled(probs, image, params))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want - np.asarray(probs)).max() > 0.05  # the CRF did change them
+    rows = m.main(
+        [
+            "--size",
+            "8",
+            "--classes",
+            "3",
+            "--batch",
+            "1",
+            "--windows",
+            "3",
+            "--iterations",
+            "2",
+            "--repeats",
+            "1",
+        ]
+    )
+    assert [(r["variant"], r["window"], r["batch"]) for r in rows] == [
+        ("scan (jaxseg.crf)", 3, 1),
+        ("unrolled", 3, 1),
+    ]
+    assert all(r["median_s"] > 0 for r in rows)
+    assert "| unrolled | 3 | 1 |" in capsys.readouterr().out
