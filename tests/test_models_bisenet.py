@@ -84,6 +84,27 @@ def test_bisenetv1_unknown_backbone_lists_the_valid_ones():
         _shapes(BiSeNetV1(3, backbone="resnet50"), jnp.zeros((1, 32, 32, 3)))
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "xception39"])
+def test_bisenetv1_loads_an_imagenet_backbone_file_into_the_context_path(backbone, tmp_path):
+    model = BiSeNetV1(3, backbone)
+    variables = _shapes(model, jnp.zeros((1, 32, 32, 3)))
+    # The backbone's own keys (no "context_path." prefix) in torch layout, plus a classifier.
+    rng = np.random.default_rng(0)
+    state = {"fc.weight": np.zeros((10, 4), np.float32)}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        names = tuple(str(p.key) for p in path)
+        if names[1] == "context_path":
+            shape = tuple(leaf.shape[i] for i in (3, 2, 0, 1)) if leaf.ndim == 4 else leaf.shape
+            state[pretrained.torch_key(names[:1] + names[2:])] = rng.random(shape, np.float32)
+    np.savez(tmp_path / "imagenet.npz", **state)
+    lines = []
+    out = pretrained.load_pretrained(model, variables, tmp_path / "imagenet.npz", lines.append)
+    loaded = lambda tree: [isinstance(v, np.ndarray) for v in jax.tree.leaves(tree)]  # noqa: E731
+    assert all(loaded(out["params"]["context_path"])) and not any(loaded(out["params"]["ffm"]))
+    assert lines[0].endswith(f"loaded {len(state) - 1} tensors")
+    assert lines[-1].endswith("1 unused: context_path.fc.weight")  # after "N missing: ..."
+
+
 def _torch_bisenetv1(num_classes, backbone="resnet18"):
     """TorchSeg's BiSeNet (R18 or X39 network), named as the Flax modules."""
     t, tv = torch(), torchvision()

@@ -139,6 +139,15 @@ class BiSeNetV1(nn.Module):
     # Flax's "conv_3x3_1" reads as an item ".1" to the converter; TorchSeg's key keeps "_1".
     torch_renames: ClassVar[tuple[tuple[str, str], ...]] = ((r"conv_3x3\.(\d)", r"conv_3x3_\1"),)
 
+    @staticmethod
+    def adapt_state_dict(state: dict) -> dict:
+        """An ImageNet backbone file (torchvision's resnet18 "layer1.0.conv1.weight", the
+        release's xception39 "layer1.0.proj.conv1.weight") loads into the context path;
+        pretrained.convert_state_dict only finds such keys under a "backbone." prefix."""
+        if any(k.startswith(("context_path.", "spatial_path.")) for k in state):
+            return state
+        return {f"context_path.{k}": v for k, v in state.items()}
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
         if self.backbone not in BACKBONES:
