@@ -4,6 +4,12 @@ refinement and feature fusion; two auxiliary heads on the context path, each wei
     python -m jaxseg.train --config experiments/bisenetv1.py --workdir runs/bisenetv1
     python -m jaxseg.train --config experiments/bisenetv1.py:quick --workdir runs/bisenetv1_q
 
+The paper's light model takes Xception39 as the context path (the release's X39 network:
+128-channel auxiliary heads; 1.8 M parameters against ResNet-18's 13.5 M):
+
+    python -m jaxseg.train --config experiments/bisenetv1.py --workdir runs/bisenetv1_x39 \
+        --config.model.backbone=xception39
+
 The paper's recipe (Cityscapes): SGD momentum 0.9, weight decay 1e-4, lr 2.5e-2 with
 poly(0.9) decay, batch 16, scales 0.75-2.0, 1024x1024 crops, ImageNet ResNet-18
 (`--config.model.pretrained=resnet18.pth`, torchvision's file). It differs in: 512x512

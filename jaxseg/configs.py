@@ -93,7 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
     # resnet50|resnet101 (fcn, deeplabv3, deeplabv3plus, pspnet, deeplabv2 whose own is
     # resnet101, semantic_fpn 50|101), mobilenet_v3_large (deeplabv3), mit_b0..mit_b5,
     # vit_b16|vit_l16 (setr, own vit_l16; transunet vit_b16; vit_ti16 for tests),
-    # swin_t|swin_b (swin_unet, own swin_t).
+    # swin_t|swin_b (swin_unet, own swin_t); resnet18|resnet34|xception39 (bisenetv1, own
+    # resnet18).
     c.model.backbone = ""
     c.model.decoder = ""  # setr: naive, pup or mla ("": pup)
     # ViT models (setr, transunet): image side the position embeddings are stored for (0: the
