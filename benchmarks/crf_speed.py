@@ -1,54 +1,33 @@
-"""How long jaxseg's dense CRF (jaxseg.crf.mean_field) takes per image, on whatever device
-jax has, against the same arithmetic written as an unrolled loop.
+"""How long jaxseg's dense CRF (jaxseg.crf.mean_field) takes per image on whatever device
+jax has, in its two formulations of each iteration's message sum.
 
     python benchmarks/crf_speed.py --size 512 --classes 21 --batch 1 8 --windows 5 11
 
-jaxseg.crf sums each iteration's messages with a `lax.scan` over the window's offsets (one
-neighbour map alive at a time: memory stays at a few maps on a CPU). The `unrolled` variant
-here writes the same sum as a Python loop, which XLA can fuse into one kernel per iteration
-on an accelerator at the price of a program `window^2` times longer. Both give the same
-probabilities (tests/test_crf_speed.py); this script says which is faster where it runs.
-Each row: median of --repeats timed calls after one warm-up, compile time apart.
+`scan` (unroll=False) sums the window's offsets with a `lax.scan`, one neighbour map alive
+at a time; `unrolled` (unroll=True) writes the sum as a Python loop, which XLA can fuse
+into one kernel per iteration at the price of a program `window^2` times longer. Both give
+the same probabilities (tests/test_crf_speed.py); mean_field's default picks the faster one
+per backend from this script's figures (docs/benchmarks.md). Each row: median of
+--repeats timed calls after one warm-up, compile time apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxseg import crf
 
-
-def mean_field_unrolled(probs, image, params: crf.CRFParams, valid=None):
-    """jaxseg.crf.mean_field with the offsets' loop unrolled: same inputs, same output."""
-    probs = probs.astype(jnp.float32)
-    unary = jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny))
-    weights = crf.kernel_weights(image, params, valid)
-    r = params.window // 2
-    offsets = crf._offsets(params.window)
-    h, w = probs.shape[1:3]
-
-    def iteration(q, _):
-        padded = jnp.pad(q, ((0, 0), (r, r), (r, r), (0, 0)))
-        message = jnp.zeros_like(q)
-        for i, (dy, dx) in enumerate(offsets):
-            neighbour = lax.slice_in_dim(
-                lax.slice_in_dim(padded, r + dy, r + dy + h, axis=1), r + dx, r + dx + w, axis=2
-            )
-            message = message + weights[i][..., None] * neighbour
-        return jax.nn.softmax(unary + message, axis=-1), None
-
-    q, _ = lax.scan(iteration, probs, None, length=params.iterations)
-    return q
-
-
-VARIANTS = {"scan (jaxseg.crf)": crf.mean_field, "unrolled": mean_field_unrolled}
+VARIANTS = {
+    "scan": functools.partial(crf.mean_field, unroll=False),
+    "unrolled": functools.partial(crf.mean_field, unroll=True),
+}
 
 
 def inputs(batch: int, size: int, classes: int, seed: int = 0):

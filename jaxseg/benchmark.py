@@ -13,7 +13,8 @@ shardings and the state donated, and runs it
 on a device-resident random batch (u8 images, i32 masks in [0, K)). --batch, --size and
 --dtype are shorthands for --config.batch_size, --config.data.image_size and --config.dtype.
 Each of --steps timed steps ends in block_until_ready; the table gives their median and
-90th percentile. FLOPs come from XLA's cost analysis of the compiled step.
+90th percentile. FLOPs come from XLA's cost analysis of the compiled step (on GPUs, of the
+lowered step: the compiled one hides its cuDNN convolutions).
 One JSON line per run is appended to --results (default <workdir>/benchmark.jsonl, the
 workdir being runs/<config stem>[_<arg>] unless --workdir says otherwise).
 
@@ -250,6 +251,15 @@ def benchmark_step(
     median_s = statistics.median(times)
     device_flops = flops_of(compiled)  # XLA analyses the per-device (partitioned) program
     flops = device_flops * devices if device_flops else None
+    flops_source = "compiled"
+    if jax.default_backend() == "gpu":
+        # XLA:GPU turns convolutions into cuDNN custom calls, which the compiled program's
+        # cost analysis does not count (an H200 run gave 288 GFLOP for U-Net's 18.5 TFLOP
+        # step). The lowered program, before any such rewrite, still has them: the whole
+        # step's FLOPs over all devices (docs/benchmarks.md, "GPU").
+        whole_step = flops_of(lowered)
+        if whole_step:
+            flops, flops_source = whole_step, "lowered"
     tflops = flops / median_s / 1e12 if flops else None
     peak = peak_tflops(device_kind, dtype)
     record = {
@@ -264,6 +274,7 @@ def benchmark_step(
         "p90_ms": 1e3 * _quantile(times, 0.9),
         "images_per_s": config.batch_size / median_s,
         "flops_per_step": flops,
+        "flops_source": flops_source,  # "compiled" or, on GPUs, "lowered" (see above)
         "tflops_per_s": tflops,
         "peak_tflops_per_device": peak,
         "mfu": tflops / (peak * devices) if tflops and peak else None,

@@ -32,7 +32,8 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 
 
 def flops_of(compiled) -> float | None:
-    """FLOPs of one run of a compiled executable on one device, from XLA's cost analysis.
+    """FLOPs of one run of a compiled executable on one device, from XLA's cost analysis
+    (or of a whole jax Lowered program, which has the same cost_analysis method).
 
     cost_analysis() has returned a dict, a list of per-module dicts, or None across jax
     versions and backends; a missing or non-positive "flops" gives None.
