@@ -1,25 +1,14 @@
 """jaxseg.crf.mean_field's two formulations (scan, unrolled) give one result, and
 benchmarks/crf_speed.py times both."""
 
-import importlib.util
-import os
-
 import numpy as np
 
 from jaxseg import crf
-
-PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "crf_speed.py")
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("crf_speed", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests import benchmark_scripts
 
 
 def test_unrolled_equals_scan_and_the_table_runs(capsys):
-    m = _module()
+    m = benchmark_scripts.load("crf_speed")
     probs, image = m.inputs(2, 9, 3)
     params = crf.CRFParams(4.0, 3.0, 20.0, 3.0, 1.0, 3, 5)
     want = np.asarray(crf.mean_field(probs, image, params, unroll=False))

@@ -38,30 +38,32 @@ def _conv(k, cin, cout, bias=False):
     return k * k * cin * cout + (cout if bias else 0)
 
 
-def test_bisenetv1_counts_as_hand_sums():
-    r18 = 11_176_512  # torchvision resnet18 without fc
+def _bisenetv1_hand_sum(backbone: int, c16: int, c32: int, aux_mid: int) -> tuple[int, int]:
+    """(params without the aux heads, the two aux heads' params) at 19 classes, for a
+    context path of `backbone` params whose stride-16/32 features have c16/c32 channels."""
     cbr = lambda k, cin, cout: _conv(k, cin, cout) + 2 * cout  # noqa: E731
     spatial = cbr(7, 3, 64) + 2 * cbr(3, 64, 64) + cbr(1, 64, 128)
-    arms = cbr(3, 512, 128) + cbr(3, 256, 128) + 2 * (_conv(1, 128, 128) + 256)
-    context = cbr(1, 512, 128) + arms + 2 * cbr(3, 128, 128)
+    arms = cbr(3, c32, 128) + cbr(3, c16, 128) + 2 * (_conv(1, 128, 128) + 256)
+    context = cbr(1, c32, 128) + arms + 2 * cbr(3, 128, 128)
     ffm = cbr(1, 256, 256) + 2 * _conv(1, 256, 256)
     head = cbr(3, 256, 64) + _conv(1, 64, 19, True)
-    aux = 2 * (cbr(3, 128, 256) + _conv(1, 256, 19, True))
-    assert r18 + spatial + context + ffm + head == BISENETV1_R18_NO_AUX
+    aux = 2 * (cbr(3, 128, aux_mid) + _conv(1, aux_mid, 19, True))
+    return backbone + spatial + context + ffm + head, aux
+
+
+def test_bisenetv1_counts_as_hand_sums():
+    r18 = 11_176_512  # torchvision resnet18 without fc
+    no_aux, aux = _bisenetv1_hand_sum(r18, 256, 512, 256)
+    assert no_aux == BISENETV1_R18_NO_AUX
     assert _count(BiSeNetV1(19)) == BISENETV1_R18_NO_AUX
     assert _count(BiSeNetV1(19, aux_head=True)) == BISENETV1_R18_NO_AUX + aux == BISENETV1_R18
 
 
 def test_bisenetv1_xception39_counts_as_hand_sums():
-    cbr = lambda k, cin, cout: _conv(k, cin, cout) + 2 * cout  # noqa: E731
-    spatial = cbr(7, 3, 64) + 2 * cbr(3, 64, 64) + cbr(1, 64, 128)
-    # Xception39's stages give 64, 128, 256 channels at strides 8, 16, 32.
-    arms = cbr(3, 256, 128) + cbr(3, 128, 128) + 2 * (_conv(1, 128, 128) + 256)
-    context = cbr(1, 256, 128) + arms + 2 * cbr(3, 128, 128)
-    ffm = cbr(1, 256, 256) + 2 * _conv(1, 256, 256)
-    head = cbr(3, 256, 64) + _conv(1, 64, 19, True)
-    aux = 2 * (cbr(3, 128, 128) + _conv(1, 128, 19, True))  # the X39 release's 128 mid
-    assert XCEPTION39 + spatial + context + ffm + head == BISENETV1_X39_NO_AUX
+    # Xception39's stages give 64, 128, 256 channels at strides 8, 16, 32; the X39
+    # release's aux heads have 128 mid channels.
+    no_aux, aux = _bisenetv1_hand_sum(XCEPTION39, 128, 256, 128)
+    assert no_aux == BISENETV1_X39_NO_AUX
     assert _count(BiSeNetV1(19, "xception39")) == BISENETV1_X39_NO_AUX
     assert _count(BiSeNetV1(19, "xception39", aux_head=True)) == BISENETV1_X39_NO_AUX + aux
     assert BISENETV1_X39_NO_AUX + aux == BISENETV1_X39

@@ -1,22 +1,12 @@
 """benchmarks/stride_ceiling.py: the best stride-s map scores what it should on hand-made masks."""
 
-import importlib.util
-import os
-
 import numpy as np
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "stride_ceiling.py")
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("stride_ceiling", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests import benchmark_scripts
 
 
 def test_cell_aligned_masks_are_exact_and_a_thin_line_is_lost():
-    ceiling = _module().ceiling
+    ceiling = benchmark_scripts.load("stride_ceiling").ceiling
     masks = np.zeros((1, 16, 16), np.int32)
     # A band on the 4-pixel grid: bilinear blends between cells cross over exactly at the
     # cell borders. (A box would lose its corners: there three outside cells blend in.)
