@@ -133,9 +133,10 @@ def mean_field(
     offsets = _offsets(params.window)
     r = params.window // 2
     h, w = probs.shape[1:3]
-    table = jnp.asarray(offsets, jnp.int32) + r  # read positions in the padded map
 
     def message_scanned(padded, q):
+        table = jnp.asarray(offsets, jnp.int32) + r  # read positions in the padded map
+
         def add(message, item):
             (y, x), weight = item
             neighbour = lax.dynamic_slice(padded, (0, y, x, 0), q.shape)

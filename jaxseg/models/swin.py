@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models import vit
-from jaxseg.models.layers import Conv
+from jaxseg.models.layers import Conv, torch_default_init
 from jaxseg.models.mit import drop_path
 from jaxseg.models.vit import Mlp, _init  # timm's init and MLP, as the ViT's
 
@@ -176,7 +176,6 @@ class PatchEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's default
         x = Conv(
             self.dim,
             PATCH,
@@ -184,7 +183,7 @@ class PatchEmbed(nn.Module):
             padding=0,
             use_bias=True,
             dtype=self.dtype,
-            kernel_init=init,
+            kernel_init=torch_default_init,  # timm's PatchEmbed keeps torch's default
             name="proj",
         )(x)
         return nn.LayerNorm(1e-5, dtype=self.dtype, name="norm")(x)

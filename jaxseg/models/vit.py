@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import Conv
+from jaxseg.models.layers import Conv, torch_default_init
 
 # name: (embed dim, depth, heads); patch 16, MLP ratio 4 for all.
 VARIANTS = {
@@ -229,8 +229,6 @@ class PatchEmbed(nn.Module):
             x, k = cnn["stage3"], 1
         else:
             k = PATCH
-        # timm's PatchEmbed conv keeps torch's default init (lecun-ish uniform).
-        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
         x = Conv(
             self.dim,
             k,
@@ -238,7 +236,7 @@ class PatchEmbed(nn.Module):
             padding=0,
             use_bias=True,
             dtype=self.dtype,
-            kernel_init=init,
+            kernel_init=torch_default_init,  # timm's PatchEmbed keeps torch's default
             name="proj",
         )(x)
         return x, cnn
