@@ -57,7 +57,7 @@ import compare
 REPO = compare.REPO
 sys.path.insert(0, REPO)  # jaxseg without an install, as the runs get it on PYTHONPATH
 
-from jaxseg import benchmark, configs, recipe  # noqa: E402
+from jaxseg import benchmark, cli, recipe  # noqa: E402
 
 MODELS = ("unet", "deeplabv3plus", "deeplabv3", "pspnet", "segformer")
 DILATED = ("deeplabv3plus", "deeplabv3", "pspnet")  # atrous_impl acts on these
@@ -150,7 +150,7 @@ def mirror_record(args, model: str) -> dict:
     """What compare.torch_command reads of a jaxseg record, built here without running
     anything: the options of the network jaxseg will build (no init, no compile)."""
     spec, pinned = compare.MODELS[model]
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(REPO, spec),
         *[f"--config.{k}={v}" for k, v in pinned.items()],
         *args.overrides,
@@ -210,15 +210,15 @@ def plan(args, torch_ok: bool) -> list[Run]:
             for workers in args.workers:
                 flags = _impl(pipeline_model, "plain")[1] + (
                     "--pipeline",
-                    f"--config.data.num_workers={workers}",
-                    "--config.data.photometric=True",
+                    f"--config.loader.num_workers={workers}",
+                    "--config.augment.photometric=True",
                 )
                 label = f"jaxseg, {workers} workers"
                 jaxseg(part, pipeline_model, label, flags=flags, steps=steps, warmup=warmup)
         else:  # data: the input pipeline alone
             spec, _ = compare.MODELS[pipeline_model]
             command = [sys.executable, "-m", "jaxseg.benchmark", "--data_only", "--config", spec]
-            command += [*args.overrides, "--config.data.photometric=True", f"--size={args.size}"]
+            command += [*args.overrides, "--config.augment.photometric=True", f"--size={args.size}"]
             command += [f"--batch={args.batch}", f"--workers={','.join(map(str, args.workers))}"]
             command += [f"--batches={steps}", "--results", "RESULTS"]
             runs.append(Run(part, pipeline_model, "jaxseg, data only", tuple(command), ("jaxseg",)))

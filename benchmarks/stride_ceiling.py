@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import configs, metrics, recipe
+from jaxseg import cli, metrics, recipe
 from jaxseg.models.layers import resize
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     print("| size | stride | mIoU | IoU per class (%) |")
     print("|---|---|---|---|")
     for size in args.sizes:
-        config = configs.load_experiment(
+        config = cli.load_experiment(
             "experiments/unet.py",
             f"--config.data.image_size=({size}, {size})",
             f"--config.eval.size=({size}, {size})",

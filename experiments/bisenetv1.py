@@ -22,14 +22,13 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "bisenetv1"
+    c = base_config(model="bisenetv1")
     c.model.backbone = "resnet18"
     c.model.aux_head = True
     c.loss.aux_weights = (("context16", 1.0), ("context8", 1.0))
     sgd_512(c)
     c.optim.lr = 0.025
-    c.data.scale_range = (0.75, 2.0)
+    c.augment.scale_range = (0.75, 2.0)
     if arg == "quick":
         cpu_quick(c, steps=300)
     elif arg:

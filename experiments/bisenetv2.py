@@ -15,14 +15,13 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "bisenetv2"
+    c = base_config(model="bisenetv2")
     c.model.aux_head = True
     c.loss.aux_weights = (("stem", 1.0), ("s3", 1.0), ("s4", 1.0), ("s5", 1.0))
     sgd_512(c)
     c.optim.lr = 0.05
     c.optim.weight_decay = 5e-4
-    c.data.scale_range = (0.75, 2.0)
+    c.augment.scale_range = (0.75, 2.0)
     if arg == "quick":
         cpu_quick(c, steps=300)
     elif arg:

@@ -16,8 +16,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "deeplabv3plus"
+    c = base_config(model="deeplabv3plus")
     c.model.backbone = "resnet50"
     c.model.output_stride = 16
     c.model.aux_head = False

@@ -17,11 +17,10 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "deeplab_largefov"
+    c = base_config(model="deeplab_largefov")
     c.data.image_size = (321, 321)
     c.eval.size = (321, 321)
-    c.data.scale_range = (0.5, 1.5)
+    c.augment.scale_range = (0.5, 1.5)
     c.batch_size = 20
     c.total_steps = 6000
     c.eval_every = 1000

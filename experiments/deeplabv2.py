@@ -17,12 +17,11 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "deeplabv2"
+    c = base_config(model="deeplabv2")
     c.model.backbone = "resnet101"
     c.data.image_size = (321, 321)
     c.eval.size = (321, 321)
-    c.data.scale_range = (0.5, 1.5)
+    c.augment.scale_range = (0.5, 1.5)
     c.batch_size = 10
     c.total_steps = 20_000
     c.eval_every = 2000

@@ -13,8 +13,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "deeplabv3"
+    c = base_config(model="deeplabv3")
     c.model.backbone = "resnet50"
     c.model.output_stride = 8
     c.model.aux_head = True

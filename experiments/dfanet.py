@@ -15,8 +15,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "dfanet"
+    c = base_config(model="dfanet")
     c.model.variant = "A"
     sgd_512(c)
     if arg == "b":

@@ -11,8 +11,7 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "encoder_decoder"
+    c = base_config(model="encoder_decoder")
     c.model.base_width = 64
     c.optim.name = "adamw"
     c.optim.lr = 1e-3

@@ -17,12 +17,11 @@ from jaxseg.configs import base_config
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "espnet"
+    c = base_config(model="espnet")
     c.model.variant = "espnet"
     c.data.image_size = (512, 512)
     c.eval.size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
+    c.augment.scale_range = (0.5, 2.0)
     c.batch_size = 12
     c.total_steps = 40_000
     c.eval_every = 4000
@@ -41,7 +40,7 @@ def get_config(arg=None):
         c.eval.batch_size = 20
         c.data.image_size = (64, 64)
         c.eval.size = (64, 64)
-        c.data.scale_range = (1.0, 1.0)
+        c.augment.scale_range = (1.0, 1.0)
         c.data.num_val = 100
         c.optim.lr = 3e-3
         c.optim.warmup_steps = 30

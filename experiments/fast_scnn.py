@@ -11,8 +11,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "fast_scnn"
+    c = base_config(model="fast_scnn")
     sgd_512(c)
     c.optim.lr = 0.045
     if arg == "quick":

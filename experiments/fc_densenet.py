@@ -21,8 +21,7 @@ VARIANTS = ("56", "67", "103")
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "fc_densenet"
+    c = base_config(model="fc_densenet")
     c.model.variant = "103"
     c.data.image_size = (224, 224)
     c.eval.size = (224, 224)

@@ -11,8 +11,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "fcn"
+    c = base_config(model="fcn")
     c.model.backbone = "resnet50"
     c.model.aux_head = True
     c.loss.aux_weights = (("aux", 0.4),)

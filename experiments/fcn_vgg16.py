@@ -12,8 +12,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "fcn_vgg16"
+    c = base_config(model="fcn_vgg16")
     c.model.output_stride = 8
     sgd_512(c)
     c.optim.lr = 1e-3

@@ -10,8 +10,7 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "linear"
+    c = base_config(model="linear")
     c.optim.name = "adamw"
     c.optim.lr = 1e-2
     c.optim.schedule = "cosine"

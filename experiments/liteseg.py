@@ -16,8 +16,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "liteseg"
+    c = base_config(model="liteseg")
     sgd_512(c)
     c.optim.weight_decay = 5e-4
     if arg == "quick":

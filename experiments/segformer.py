@@ -25,12 +25,11 @@ def get_config(arg=None):
             f"valid: {', '.join(VARIANTS)}, quick"
         )
     variant = next((p for p in parts if p in VARIANTS), "b0")
-    c = base_config()
-    c.model.name = "segformer"
+    c = base_config(model="segformer")
     c.model.backbone = f"mit_{variant}"
     c.data.image_size = (512, 512)
     c.eval.size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
+    c.augment.scale_range = (0.5, 2.0)
     c.total_steps = 40_000
     c.eval_every = 4000
     c.checkpoint_every = 2000

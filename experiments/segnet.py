@@ -13,8 +13,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "segnet"
+    c = base_config(model="segnet")
     sgd_512(c)
     if arg == "quick":
         cpu_quick(c, steps=200)

@@ -13,8 +13,7 @@ from jaxseg.configs import base_config, cpu_quick, sgd_512
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "semantic_fpn"
+    c = base_config(model="semantic_fpn")
     c.model.backbone = "resnet50"
     sgd_512(c)
     c.total_steps = 80_000

@@ -31,8 +31,7 @@ def get_config(arg=None):
     # The quick run's default is the naive decoder: PUP's 3x3 convs at full resolution cost
     # the CPU more than the encoder does.
     decoder = next((p for p in parts if p in DECODERS), "naive" if "quick" in parts else "pup")
-    c = base_config()
-    c.model.name = "setr"
+    c = base_config(model="setr")
     c.model.backbone = "vit_l16"
     c.model.decoder = decoder
     c.model.aux_head = True
@@ -40,7 +39,7 @@ def get_config(arg=None):
     c.loss.aux_weights = tuple((f"aux{i}", 0.4) for i in range(aux))
     c.data.image_size = (512, 512)
     c.eval.size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
+    c.augment.scale_range = (0.5, 2.0)
     c.batch_size = 16
     c.total_steps = 160_000
     c.eval_every = 16_000

@@ -14,12 +14,11 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "swin_unet"
+    c = base_config(model="swin_unet", loss=(("ce", 0.4), ("dice", 0.6)))
     c.model.backbone = "swin_t"
     c.data.image_size = (224, 224)
     c.eval.size = (224, 224)
-    c.data.rot90 = True
+    c.augment.rot90 = True
     c.batch_size = 24
     c.total_steps = 13_800
     c.eval_every = 2000
@@ -28,7 +27,6 @@ def get_config(arg=None):
     c.optim.lr = 0.05
     c.optim.weight_decay = 1e-4
     c.optim.schedule = "poly"
-    c.loss.terms = (("ce", 0.4), ("dice", 0.6))
     c.dtype = "auto"
     if arg == "quick":
         # 64x64 crops, 300 AdamW steps (the full Swin-T widths, from scratch).

@@ -15,12 +15,11 @@ from jaxseg.configs import base_config, cpu_quick
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "transunet"
+    c = base_config(model="transunet", loss=(("ce", 0.5), ("dice", 0.5)))
     c.model.backbone = "vit_b16"
     c.data.image_size = (224, 224)
     c.eval.size = (224, 224)
-    c.data.rot90 = True  # the paper's random rotation and flip
+    c.augment.rot90 = True  # the paper's random rotation and flip
     c.batch_size = 24
     c.total_steps = 14_000
     c.eval_every = 2000
@@ -29,7 +28,6 @@ def get_config(arg=None):
     c.optim.lr = 0.01
     c.optim.weight_decay = 1e-4
     c.optim.schedule = "poly"
-    c.loss.terms = (("ce", 0.5), ("dice", 0.5))
     c.dtype = "auto"
     if arg == "quick":
         # ViT-Ti/16 blocks on the same R50 stages, 64x64 crops, 300 AdamW steps.

@@ -11,8 +11,7 @@ from jaxseg.configs import base_config
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.model.name = "unet"
+    c = base_config(model="unet")
     c.model.base_width = 64
     c.optim.name = "adamw"
     c.optim.lr = 1e-3

@@ -10,13 +10,11 @@ from jaxseg.configs import base_config
 
 
 def get_config(arg=None):
-    c = base_config()
-    c.data.name = "membrane"
+    c = base_config(model="unet", data="membrane")
     c.data.image_size = (128, 128)
     c.eval.size = (512, 512)
     c.batch_size = 8
     c.eval.batch_size = 8
-    c.model.name = "unet"
     c.model.base_width = 32
     c.optim.name = "adamw"
     c.optim.lr = 2e-3

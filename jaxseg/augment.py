@@ -1,4 +1,4 @@
-"""Training augmentation inside the jitted train step (data.augment_on="device").
+"""Training augmentation inside the jitted train step (augment.backend="device").
 
 The host only decodes each example and pads it to a fixed canvas (jaxseg.data.pipeline,
 DevicePrep); here, per example and in jnp, the same chain as the host path

@@ -19,7 +19,7 @@ One JSON line per run is appended to --results (default <workdir>/benchmark.json
 workdir being runs/<config stem>[_<arg>] unless --workdir says otherwise).
 
 --pipeline then feeds the same compiled step from the real grain training pipeline
-(config.data.num_workers workers) through sharding.to_global, blocking on every step, so
+(config.loader.num_workers workers) through sharding.to_global, blocking on every step, so
 the device is idle exactly while the host waits: input stall = (time in next(iterator) +
 host-to-device transfer) / wall time.
 
@@ -51,7 +51,7 @@ import jaxlib
 import numpy as np
 from absl import flags
 
-from jaxseg import aot, configs, inference, recipe, sharding
+from jaxseg import aot, cli, configs, inference, recipe, sharding
 from jaxseg.data import throughput
 from jaxseg.device_stats import flops_of, peak_memory_bytes, peak_tflops
 from jaxseg.state import count_params, create_train_state
@@ -149,7 +149,7 @@ def random_batch(
 ) -> dict:
     """This process's share of a random batch, as numpy: {"image": u8[b,H,W,3],
     "mask": i32[b,H,W] in [0, K)} (+ "distance": f32[b,H,W,K] for the boundary loss).
-    With a canvas (data.augment_on=device), what the train step then augments:
+    With a canvas (augment.backend=device), what the train step then augments:
     {"image": u8[b,Hc,Wc,3], "mask": u8[b,Hc,Wc], "size": i32[b,2]} filling the canvas."""
     rng = np.random.default_rng(seed)
     if canvas is not None:
@@ -168,14 +168,14 @@ def random_batch(
 
 
 def device_canvas(config, mode: str, *, with_data: bool) -> tuple[int, int] | None:
-    """The canvas a train step of data.augment_on=device takes: recipe.canvas_size (the
-    training pipeline's), or without data (AOT) data.canvas_size, else the crop size;
+    """The canvas a train step of augment.backend=device takes: recipe.canvas_size (the
+    training pipeline's), or without data (AOT) augment.canvas_size, else the crop size;
     None for other steps."""
-    if mode != "train" or config.data.augment_on != "device":
+    if mode != "train" or config.augment.backend != "device":
         return None
     if with_data:
         return recipe.canvas_size(config, recipe.make_source(config, "train"))
-    return tuple(config.data.canvas_size) or tuple(config.data.image_size)
+    return tuple(config.augment.canvas_size) or tuple(config.data.image_size)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -289,7 +289,7 @@ def benchmark_step(
 
     # ---- Optional: the same step fed by the real input pipeline -------------------------
     if pipeline:
-        workers = recipe.worker_count(config)  # data.num_workers, -1 (auto) resolved
+        workers = recipe.worker_count(config)  # loader.num_workers, -1 (auto) resolved
         source = recipe.make_source(config, "train")
         iterator = recipe.train_iterator(config, source, local_batch, num_workers=workers)
         waits, walls = [], []
@@ -430,7 +430,6 @@ def _size(text: str) -> tuple[int, int]:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_file(fv, argv)
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "default home of --results: runs/<experiment>", **define)
     flags.DEFINE_enum(
@@ -483,7 +482,7 @@ def main(argv=None) -> dict | None:
     (out of memory included), so scripts can ask whether a model fits a slice."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog="jaxseg.benchmark", doc=__doc__)
+    rest = cli.parse_flags(fv, argv, prog="jaxseg.benchmark", doc=__doc__)
     try:
         if rest:
             raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
@@ -503,7 +502,7 @@ def main(argv=None) -> dict | None:
             config.dtype = "bfloat16" if fv.dtype.startswith("bf") else "float32"
         recipe.check_options(config)
     except (configs.ConfigError, ValueError) as e:
-        configs.fail("jaxseg.benchmark", str(e))
+        cli.fail("jaxseg.benchmark", str(e))
     if fv.aot and jax.config.jax_platforms != "cpu":
         # Compiling for a slice needs no local accelerator, and on a TPU VM this process
         # must not take the chips from a job that holds them.
@@ -562,15 +561,15 @@ def main(argv=None) -> dict | None:
         try:
             num_classes = len(recipe.make_source(config, "train").class_names)
         except (OSError, ValueError) as e:
-            configs.fail("jaxseg.benchmark", f"{e} (or give --classes K)")
+            cli.fail("jaxseg.benchmark", f"{e} (or give --classes K)")
     results = fv.results or os.path.join(
-        fv.workdir or configs.default_workdir(fv), "benchmark.jsonl"
+        fv.workdir or cli.default_workdir(cli.config_spec(argv)), "benchmark.jsonl"
     )
     if fv.aot:
         try:
             record = aot_step(config, target=fv.aot, mode=fv.mode, num_classes=num_classes)
         except (aot.AotError, ValueError) as e:
-            configs.fail("jaxseg.benchmark", str(e))
+            cli.fail("jaxseg.benchmark", str(e))
         print(aot.format_table(record), flush=True)
         _append(record, argv, results)
         if record["status"] != "compiled":

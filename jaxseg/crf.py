@@ -40,20 +40,24 @@ class CRFError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class CRFParams:
-    """The dense CRF's parameters. No defaults here: the config's `eval.crf_*` fields
-    declare them once (jaxseg.configs.base_config, DeepLab-LargeFOV's PASCAL VOC settings).
+    """The dense CRF's parameters; the config's `eval.crf` section is built from these fields.
+    The defaults are DeepLab-LargeFOV's on PASCAL VOC (Chen et al., ICLR 2015, as its released
+    test settings are widely quoted); membrane figures with other values are in
+    docs/benchmarks.md.
 
     Weights are >= 0 (a negative one would reward label changes between similar pixels),
     deviations > 0 (pixels, and 0..255 colour units), `window` odd and >= 3.
     """
 
-    bilateral_weight: float
-    bilateral_xy_std: float
-    bilateral_rgb_std: float
-    spatial_weight: float
-    spatial_xy_std: float
-    iterations: int
-    window: int  # odd; the (window x window) neighbourhood where the pairwise sum is exact
+    bilateral_weight: float = 4.0  # w of the appearance kernel (position and colour)
+    bilateral_xy_std: float = 121.0  # its position deviation, pixels
+    bilateral_rgb_std: float = 5.0  # its colour deviation, 0..255 RGB units
+    spatial_weight: float = 3.0  # w of the smoothness kernel (position only)
+    spatial_xy_std: float = 3.0  # its position deviation, pixels
+    iterations: int = 10  # mean-field iterations
+    # Odd side of the neighbourhood where the pairwise sum is exact (pixels beyond it are left
+    # out, as in convolutional CRFs); memory grows as window^2 x the batch's pixels.
+    window: int = 11
 
     def __post_init__(self):
         for field in ("bilateral_weight", "spatial_weight"):

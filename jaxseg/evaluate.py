@@ -27,7 +27,7 @@ import sys
 import jax
 from absl import flags
 
-from jaxseg import configs, metrics, recipe, sharding, visualize
+from jaxseg import cli, configs, metrics, recipe, sharding, visualize
 from jaxseg import workdir as run_files
 
 FIXED_DATA = ("data.mean", "data.std")  # part of the trained model
@@ -128,7 +128,6 @@ def versions() -> dict:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_overrides(fv, argv, "eval.* and data.*")
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "the run's directory (jaxseg.train --workdir)", **define)
     flags.DEFINE_enum("split", "val", ["train", "val", "test"], "split to score", **define)
@@ -148,9 +147,9 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
     prog = "jaxseg.evaluate"
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
+    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
     if rest:
-        configs.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
+        cli.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
     flags.FLAGS.mark_as_parsed()
     sharding.initialize_distributed()
     try:
@@ -158,11 +157,11 @@ def main(argv=None) -> dict:
             fv.workdir,
             split=fv.split,
             checkpoint=fv.checkpoint,
-            overrides=configs.overrides(fv, ALLOWED),
+            overrides=cli.overrides(fv, argv, ALLOWED),
             out=fv.out,
         )
     except (configs.ConfigError, FileNotFoundError) as e:
-        configs.fail(prog, str(e))
+        cli.fail(prog, str(e))
     if jax.process_index() == 0:
         print(
             f"{fv.split} split, checkpoint step {report['checkpoint_step']}, "

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from jaxseg import configs, inference, recipe, sharding
+from jaxseg import cli, configs, inference, recipe, sharding
 from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
 ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
@@ -286,7 +286,6 @@ def _size(text: str) -> tuple[int, int]:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_overrides(fv, argv, "the inference settings (eval.mode, ...)")
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string("out", None, "export directory", **define)
@@ -314,7 +313,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.export"
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
+    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
     sharding.initialize_distributed()
     try:
         if rest:
@@ -330,11 +329,11 @@ def main(argv=None) -> dict:
             fmt=fv.format,
             params_as_args=fv.params_as_args,
             platforms=tuple(fv.platforms),
-            overrides=configs.overrides(fv, ALLOWED),
+            overrides=cli.overrides(fv, argv, ALLOWED),
             validate_count=fv.validate,
         )
     except (configs.ConfigError, FileNotFoundError) as e:
-        configs.fail(prog, str(e))
+        cli.fail(prog, str(e))
     print(
         f"exported {manifest['model']} (checkpoint step {manifest['source']['checkpoint_step']}) "
         f"to {os.path.join(fv.out, manifest['artifact'])}: input u8[b, "

@@ -19,6 +19,8 @@ import inspect
 import jax
 import jax.numpy as jnp
 
+from jaxseg import registry
+
 
 def cross_entropy(
     logits: jax.Array,
@@ -192,15 +194,16 @@ def focal_loss(
     *,
     ignore_index: int = 255,
     gamma: float = 2.0,
-    alpha: jax.Array | None = None,
+    alpha: tuple | jax.Array = (),
 ) -> tuple[jax.Array, jax.Array]:
     """Softmax focal loss (Lin et al. 2017): -alpha[y] * (1 - p_y) ** gamma * log p_y.
 
     Args:
       logits: f32[B,H,W,K]. labels: i32[B,H,W].
       gamma: focusing exponent, >= 0; 0 gives (alpha-weighted) cross-entropy.
-      alpha: optional f32[K] per-class factor. It multiplies the loss, not the weight, so the
-        mean stays over valid pixels as in the paper rather than renormalising by alpha.
+      alpha: f32[K] per-class factors, or () for none (the config's loss.focal.alpha). It
+        multiplies the loss, not the weight, so the mean stays over valid pixels as in the
+        paper rather than renormalising by alpha.
 
     Returns:
       (loss f32[B,H,W], weight f32[B,H,W]); weight is 1 on valid pixels, 0 elsewhere.
@@ -214,7 +217,7 @@ def focal_loss(
     if gamma:
         # -expm1(log p) keeps 1 - p accurate when p is close to 1.
         loss = _safe_pow(-jnp.expm1(log_pt), gamma) * loss
-    if alpha is not None:
+    if alpha is not None and len(alpha):
         loss = loss * jnp.asarray(alpha, jnp.float32)[safe]
     return jnp.where(valid, loss, 0.0), valid.astype(jnp.float32)
 
@@ -530,18 +533,45 @@ LOSSES = {
     "boundary": boundary_loss,
 }
 
-# Per-pixel losses return (loss, weight) and are reduced with weighted_mean; the rest are scalar.
-PIXEL_LOSSES = frozenset({"ce", "ohem", "topk", "focal", "bce"})
-# Losses that accept class_weights f32[K] (a pixel's weight is its label's class weight).
-CLASS_WEIGHTED = frozenset({"ce", "ohem", "topk"})
 # Keywords the step supplies itself, not options a user sets.
 _SUPPLIED = frozenset({"ignore_index", "class_weights", "distance"})
 
 
-def options_of(name: str) -> tuple[str, ...]:
-    """The keyword options LOSSES[name] takes that a config may set (loss.options)."""
-    params = inspect.signature(LOSSES[name]).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SUPPLIED)
+def register(name: str):
+    """Function decorator: LOSSES[name] = a loss `fn(logits f32[B,H,W,K], labels i32[B,H,W],
+    *, ignore_index, <options with defaults>)` returning f32[] or a per-pixel pair (loss
+    f32[B,H,W], weight f32[B,H,W]) that the step reduces with weighted_mean. Its options
+    become the config's loss.<name> section; `class_weights` and `distance` keywords, when it
+    has them, receive the run's class weights and the boundary distance maps."""
+
+    def add(fn):
+        options(fn)  # every option has a usable default
+        registry.add(LOSSES, "loss", name, fn)
+        return fn
+
+    return add
+
+
+def options(loss) -> dict:
+    """{option: default} of a loss (a name of LOSSES or the function): its keyword-only
+    arguments but those the step supplies (ignore_index, class_weights, distance)."""
+    fn = registry.lookup(LOSSES, "loss", loss) if isinstance(loss, str) else loss
+    owner = getattr(fn, "__qualname__", repr(fn))
+    params = inspect.signature(fn).parameters.values()
+    out = {}
+    for p in params:
+        if p.kind is not p.KEYWORD_ONLY or p.name in _SUPPLIED:
+            continue
+        if p.default is p.empty:
+            raise TypeError(f"{owner}: option {p.name!r} needs a default")
+        out[p.name] = registry.config_value(owner, p.name, p.default, p.annotation)
+    return out
+
+
+def takes(name: str, keyword: str) -> bool:
+    """Whether LOSSES[name] takes `keyword` (class_weights, distance, ...)."""
+    fn = registry.lookup(LOSSES, "loss", name)
+    return keyword in inspect.signature(fn).parameters
 
 
 def combined_loss(
@@ -560,7 +590,7 @@ def combined_loss(
       labels: i32[B,H,W].
       weights: loss name -> factor, e.g. {"ce": 1.0, "lovasz": 0.5}; every loss runs with its
         default options.
-      class_weights: optional f32[K], passed to "ce", "ohem" and "topk".
+      class_weights: optional f32[K], passed to the losses that take it (ce, ohem, topk).
       options: loss name -> extra keyword options, e.g. {"ce": {"label_smoothing": 0.1}}.
 
     Returns:
@@ -575,10 +605,10 @@ def combined_loss(
     total = jnp.zeros((), jnp.float32)
     for name, factor in weights.items():
         kwargs = {"ignore_index": ignore_index}
-        if class_weights is not None and name in CLASS_WEIGHTED:
+        if class_weights is not None and takes(name, "class_weights"):
             kwargs["class_weights"] = class_weights
         kwargs.update((options or {}).get(name, {}))
         out = LOSSES[name](logits, labels, **kwargs)
-        value = weighted_mean(*out) if name in PIXEL_LOSSES else out
+        value = weighted_mean(*out) if isinstance(out, tuple) else out
         total = total + factor * value
     return total

@@ -39,11 +39,13 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from jaxseg import configs, recipe, sharding, visualize, writer
+from jaxseg import cli, configs, recipe, sharding, visualize, writer
 from jaxseg.data import images as image_io
 
 JSONL = "predictions.jsonl"
 ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
+# The image size limit where the run's dataset has none (Pillow's MAX_IMAGE_PIXELS default).
+MAX_PIXELS = 89_478_485
 
 
 @dataclasses.dataclass
@@ -293,7 +295,6 @@ def _decode(item: Input, max_pixels: int) -> np.ndarray | None:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_overrides(fv, argv, "the inference settings (eval.mode, ...)")
     define = dict(flag_values=fv)
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string(
@@ -313,7 +314,11 @@ def _flags(argv) -> flags.FlagValues:
     )
     flags.DEFINE_integer("max_shapes", 8, "most canvas shapes to compile", 1, **define)
     flags.DEFINE_integer(
-        "max_pixels", 0, "refuse larger images (0: the run's data.max_pixels)", 0, **define
+        "max_pixels",
+        0,
+        "refuse larger images (0: the run's data.max_pixels, or Pillow's limit)",
+        0,
+        **define,
     )
     flags.mark_flag_as_required("out", flag_values=fv)
     return fv
@@ -324,7 +329,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.predict"
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog=prog, doc=__doc__, allowed=ALLOWED)
+    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
     sharding.initialize_distributed()
     from jaxseg.segmenter import Segmenter  # after the flags: --help needs no jax
 
@@ -333,7 +338,7 @@ def main(argv=None) -> dict:
             raise configs.ConfigError("give one of --workdir DIR or --exported DIR")
         if not rest:
             raise configs.ConfigError("name the images: files, directories or globs")
-        overrides = configs.overrides(fv, ALLOWED)
+        overrides = cli.overrides(fv, argv, ALLOWED)
         if fv.exported:
             if overrides or fv.checkpoint != "latest":
                 raise configs.ConfigError(
@@ -341,7 +346,7 @@ def main(argv=None) -> dict:
                     "fixed them; export again with other settings"
                 )
             segmenter = Segmenter.from_export(fv.exported)
-            batch_size, max_pixels = 1, fv.max_pixels or configs.base_config().data.max_pixels
+            batch_size, max_pixels = 1, fv.max_pixels or MAX_PIXELS
         else:
             segmenter = Segmenter.from_workdir(
                 fv.workdir, checkpoint=fv.checkpoint, overrides=overrides
@@ -349,7 +354,7 @@ def main(argv=None) -> dict:
             # Slide mode batches windows (eval.window_batch), so one image at a time suffices.
             slide = segmenter.settings.mode == "slide"
             batch_size = fv.batch_size or (1 if slide else segmenter.config.eval.batch_size)
-            max_pixels = fv.max_pixels or segmenter.config.data.max_pixels
+            max_pixels = fv.max_pixels or segmenter.config.data.get("max_pixels", MAX_PIXELS)
             if segmenter.config.eval.shorter_side:
                 print(
                     f"{prog}: note: this run evaluates images resized to a shorter side of "
@@ -359,7 +364,7 @@ def main(argv=None) -> dict:
                 )
         inputs = collect_inputs(rest)
     except (configs.ConfigError, FileNotFoundError, ValueError) as e:
-        configs.fail(prog, str(e))
+        cli.fail(prog, str(e))
     summary = predict_files(
         segmenter,
         inputs,

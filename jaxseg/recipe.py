@@ -2,13 +2,13 @@
 weights, inference settings and the step partials. Entry points (train, benchmark,
 evaluate, predict, export) build from here and jit the partials themselves.
 
-Options the chosen model or dataset does not take are refused here, naming the field:
-a config field set away from base_config()'s default must act.
+The config holds only options the chosen model, dataset and losses take (jaxseg.configs);
+options that act only under a switch (slide windows, the CRF, host- or device-only
+augmentation) are refused here, naming the field, when the switch leaves them off.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import time
@@ -24,180 +24,130 @@ from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.class_weights import image_classes
 from jaxseg.crf import CRFError, CRFParams
 from jaxseg.data import make_source as _make_source
-from jaxseg.data import options_of
 from jaxseg.data.pipeline import eval_batches as _eval_batches
 from jaxseg.data.pipeline import sampling_probabilities
 from jaxseg.data.pipeline import train_iterator as _train_iterator
-from jaxseg.models import MODELS
 from jaxseg.models import build_model as _build_model
 from jaxseg.optim import make_optimizer, make_schedule
 
-# data.* fields the pipeline reads whatever the dataset; the rest belong to datasets.
-PIPELINE_DATA_FIELDS = (
-    "name",
-    "image_size",
-    "scale_range",
-    "cat_max_ratio",
-    "hflip",
-    "vflip",
-    "rot90",
-    "photometric",
-    "blur_prob",
-    "elastic_sigma",
-    "elastic_grid",
-    "augment_on",
-    "canvas_size",
-    "repeat_threshold",
-    "invalid_to_ignore",
-    "num_workers",
-    "read_threads",
-    "prefetch",
-    "ignore_index",
-    "mean",
-    "std",
-    "max_pixels",  # also predict's limit on untrusted images
-)
-MODEL_FIELDS = ("name", "pretrained")  # every model takes these
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
-# eval.crf_<field> for each field of jaxseg.crf.CRFParams: act only with eval.crf=True.
-CRF_FIELDS = tuple(f"crf_{f.name}" for f in dataclasses.fields(CRFParams))
 # The eval.* fields that shape inference itself (predict, export, the Segmenter API).
-INFERENCE_FIELDS = tuple(
-    f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip", "crf", *CRF_FIELDS)
-)
-
-
-def _changed(section: str, config: ml_collections.ConfigDict) -> list[str]:
-    """Fields of config.<section> that differ from base_config()'s defaults."""
-    defaults = configs.base_config()[section]
-    return [k for k, v in config[section].items() if v != defaults[k]]
+INFERENCE_FIELDS = tuple(f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip", "crf"))
+AUGMENT_BACKENDS = ("host", "device")
 
 
 def check_options(config: ml_collections.ConfigDict) -> None:
-    """Refuses, with ConfigError naming the field, a model, data or eval option that the
-    chosen model, dataset or eval mode would not use, and unknown loss names."""
-    name = config.model.name
-    if name not in MODELS:
-        raise configs.ConfigError(
-            f"model.name={name!r} is unknown; valid: {', '.join(sorted(MODELS))}"
-        )
-    takes = set(MODEL_FIELDS) | set(MODELS[name].__dataclass_fields__)
-    unused = [k for k in _changed("model", config) if k not in takes]
-    if unused:
-        valid = sorted(k for k in takes if k in config.model)
-        raise configs.ConfigError(
-            f"model.{unused[0]} is set but model {name!r} does not take it "
-            f"(it takes model.{', model.'.join(valid)})"
-        )
-    try:
-        dataset_options = set(options_of(config.data.name))
-    except KeyError as e:
-        raise configs.ConfigError(f"data.name: {e.args[0]}") from None
-    takes = set(PIPELINE_DATA_FIELDS) | dataset_options
-    unused = [k for k in _changed("data", config) if k not in takes]
-    if unused:
-        own = sorted(k for k in dataset_options if k in config.data)
-        raise configs.ConfigError(
-            f"data.{unused[0]} is set but dataset {config.data.name!r} does not take it"
-            + (f" (its own fields: data.{', data.'.join(own)})" if own else "")
-        )
-    _check_data(config)
+    """Refuses, with ConfigError naming the field, an option that would not act: slide or
+    CRF settings that their switch leaves off, host-only or device-only augmentation on the
+    other backend, class weights without a term that takes them. (Model, dataset and loss
+    options need no check: the config has only those the chosen parts take.)"""
+    configs.check_types(config)
+    _check_augment(config)
     _check_loss(config.loss)
     optimizer(config)  # names an unknown optim.name or optim.schedule
+    defaults = configs.base_config().eval
     if config.eval.mode == "whole":
-        unused = [k for k in _changed("eval", config) if k in SLIDE_FIELDS]
+        unused = [k for k in SLIDE_FIELDS if config.eval[k] != defaults[k]]
         if unused:
             raise configs.ConfigError(
                 f"eval.{unused[0]} is set but eval.mode is 'whole'; set eval.mode=slide"
             )
-    if not config.eval.crf:
-        unused = [k for k in _changed("eval", config) if k in CRF_FIELDS]
+    if not config.eval.crf.enabled:
+        unused = [k for k, v in configs.crf_defaults().items() if config.eval.crf[k] != v]
         if unused:
             raise configs.ConfigError(
-                f"eval.{unused[0]} is set but eval.crf is False; set eval.crf=True"
+                f"eval.crf.{unused[0]} is set but eval.crf.enabled is False; "
+                "set eval.crf.enabled=True"
             )
     inference_settings(config)  # names an invalid eval value before anything is built
 
 
+def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
+    """config with {dotted key: value} set: model.name, data.name and loss.terms first (each
+    rebuilds its section, jaxseg.configs.rebuild), then the rest, each typed against the
+    field it sets (a wrong type or unknown key raises ConfigError naming it)."""
+    overrides = dict(overrides)
+    chosen = {
+        arg: overrides.pop(key)
+        for key, arg in (("model.name", "model"), ("data.name", "data"), ("loss.terms", "terms"))
+        if key in overrides
+    }
+    config = configs.rebuild(config, **chosen) if chosen else config.copy_and_resolve_references()
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        try:
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        except (AttributeError, KeyError):
+            raise configs.unknown_key(key, config) from None
+        except TypeError:
+            raise configs.ConfigError(
+                f"config key {key!r} needs a {type(node[leaf]).__name__} like {node[leaf]!r}, "
+                f"got {value!r}"
+            ) from None
+    config.lock()
+    return config
+
+
 def trained_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """A run's saved config.json with {dotted key: value} overrides applied and checked
-    (types, and options the model, dataset or eval mode would not use)."""
-    config = run_files.read_config(workdir)
-    with config.unlocked():
-        configs.apply_overrides(config, dict(overrides or {}))
-    configs.check_types(config)
+    (types, and options that would not act)."""
+    config = with_overrides(run_files.read_config(workdir), overrides or {})
     check_options(config)
     return config
 
 
-def _check_data(config) -> None:
+def _check_augment(config) -> None:
     """Augmentation and sampling options: each must act where it is set."""
-    data = config.data
-    if data.augment_on not in AUGMENT_ON:
+    aug = config.augment
+    if aug.backend not in AUGMENT_BACKENDS:
         raise configs.ConfigError(
-            f"data.augment_on={data.augment_on!r} is unknown; valid: {', '.join(AUGMENT_ON)}"
+            f"augment.backend={aug.backend!r} is unknown; valid: {', '.join(AUGMENT_BACKENDS)}"
         )
-    changed = _changed("data", config)
-    if "elastic_grid" in changed and not data.elastic_sigma:
-        raise configs.ConfigError("data.elastic_grid is set but data.elastic_sigma is 0 (off)")
-    if data.elastic_grid < 2:
-        raise configs.ConfigError(f"data.elastic_grid={data.elastic_grid} needs 2 or more")
-    if not 0.0 <= data.repeat_threshold <= 1.0:
+    if aug.elastic_grid < 2:
+        raise configs.ConfigError(f"augment.elastic_grid={aug.elastic_grid} needs 2 or more")
+    if aug.elastic_grid != configs.base_config().augment.elastic_grid and not aug.elastic_sigma:
         raise configs.ConfigError(
-            f"data.repeat_threshold={data.repeat_threshold} is a share of images, in [0, 1]"
+            "augment.elastic_grid is set but augment.elastic_sigma is 0 (off)"
         )
-    if data.num_workers < -1:
-        raise configs.ConfigError(f"data.num_workers={data.num_workers}: 0 or more, or -1 (auto)")
-    if data.augment_on == "host":
-        if data.canvas_size:
+    if not 0.0 <= config.loader.repeat_threshold <= 1.0:
+        raise configs.ConfigError(
+            f"loader.repeat_threshold={config.loader.repeat_threshold} is a share of images, "
+            "in [0, 1]"
+        )
+    if config.loader.num_workers < -1:
+        raise configs.ConfigError(
+            f"loader.num_workers={config.loader.num_workers}: 0 or more, or -1 (auto)"
+        )
+    if aug.backend == "host":
+        if aug.canvas_size:
             raise configs.ConfigError(
-                "data.canvas_size is set but data.augment_on is 'host'; set augment_on=device"
+                "augment.canvas_size is set but augment.backend is 'host'; set backend=device"
             )
         return
-    if data.cat_max_ratio < 1.0:
+    if aug.cat_max_ratio < 1.0:
         raise configs.ConfigError(
-            "data.cat_max_ratio redraws crops on the host; with data.augment_on='device' "
+            "augment.cat_max_ratio redraws crops on the host; with augment.backend='device' "
             "leave it at 1.0"
         )
     if uses_distance_maps(config):
         raise configs.ConfigError(
             "the boundary loss's distance maps are made on the host after augmentation; "
-            "use data.augment_on='host' with it"
+            "use augment.backend='host' with it"
         )
 
 
 def _check_loss(loss) -> None:
-    """Loss names, their options and class weights: each must act."""
-    names = [str(name) for name, _ in loss.terms]
-    unknown = sorted(set(names) - set(losses.LOSSES))
-    if unknown:
-        raise configs.ConfigError(
-            f"loss.terms names {unknown}; valid: {', '.join(sorted(losses.LOSSES))}"
-        )
-    for entry in loss.options:
-        if len(entry) != 2 or not isinstance(entry[1], tuple | list):
-            raise configs.ConfigError(
-                f"loss.options entry {entry!r} is not (loss name, ((option, value), ...))"
-            )
-        name, pairs = entry
-        if name not in names:
-            raise configs.ConfigError(
-                f"loss.options sets {name!r}, which is not in loss.terms {tuple(names)}"
-            )
-        takes = tuple(t for t in losses.options_of(name) if (name, t) != ("ce", "label_smoothing"))
-        for pair in pairs:
-            if len(pair) != 2 or pair[0] not in takes:
-                raise configs.ConfigError(
-                    f"loss.options: {name!r} takes {', '.join(takes) or 'no options'}; got {pair!r}"
-                )
-    weighted = [n for n in names if n in losses.CLASS_WEIGHTED]
+    """Class weights need a term that takes them."""
+    names = [str(name) for name, _ in configs.loss_terms(loss.terms)]
+    weighted = [n for n in names if losses.takes(n, "class_weights")]
     if (loss.class_weights or loss.class_weight_method) and not weighted:
         raise configs.ConfigError(
-            f"class weights act on the {', '.join(sorted(losses.CLASS_WEIGHTED))} terms, and "
+            f"class weights act on the terms that take them (ce, ohem, topk, ...), and "
             f"loss.terms {tuple(names)} has none of them"
         )
-    if loss.label_smoothing and "ce" not in names:
-        raise configs.ConfigError("loss.label_smoothing acts on the ce term, not in loss.terms")
 
 
 # --------------------------------------------------------------------------------- data
@@ -206,8 +156,8 @@ def _check_loss(loss) -> None:
 def make_source(config, split: str):
     """The `split` ("train", "val" or "test") of config.data's dataset."""
     data = config.data
-    options = dict(data.items()) | {"seed": config.seed, "eval_size": tuple(config.eval.size)}
-    options.pop("name")
+    options = {k: v for k, v in data.items() if k not in ("name", "mean", "std")}
+    options |= {"seed": config.seed, "eval_size": tuple(config.eval.size)}
     try:
         return _make_source(data.name, split, **options)
     except (ValueError, KeyError, OSError) as e:  # paths, names, lists: the user's to fix
@@ -215,55 +165,44 @@ def make_source(config, split: str):
         raise configs.ConfigError(message) from e
 
 
-AUGMENT_ON = ("host", "device")
-
-
 def worker_count(config, workdir: str | None = None) -> int:
-    """data.num_workers, with -1 (auto) resolved: the count a run in `workdir` started with
+    """loader.num_workers, with -1 (auto) resolved: the count a run in `workdir` started with
     (grain cannot restore an iterator's state into another worker count), else
     AUTO_WORKERS(os.cpu_count())."""
-    workers = config.data.num_workers
+    workers = config.loader.num_workers
     if workers >= 0:
         return workers
     if workdir is not None and run_files.has_config(workdir):
-        saved = run_files.read_config(workdir).data.num_workers
+        saved = run_files.read_config(workdir).loader.num_workers
         if saved >= 0:
             return saved
     return auto_workers(os.cpu_count() or 1)
 
 
 def auto_workers(cores: int) -> int:
-    """The grain worker processes data.num_workers=-1 picks on a machine with `cores` CPU
+    """The grain worker processes loader.num_workers=-1 picks on a machine with `cores` CPU
     cores: none up to 4 cores (there the model's step needs the cores, and the main
     process's read threads keep the input stall near 1 %: docs/benchmarks.md), else one
     per core but two (the trainer and the transfer thread keep theirs), at most 32."""
     return 0 if cores <= 4 else min(cores - 2, 32)
 
 
-def augment_options(data: ml_collections.ConfigDict) -> dict:
-    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator."""
-    return {
-        "crop_size": tuple(data.image_size),
-        "scale_range": tuple(data.scale_range),
-        "cat_max_ratio": data.cat_max_ratio,
-        "hflip": data.hflip,
-        "vflip": data.vflip,
-        "rot90": data.rot90,
-        "photometric": data.photometric,
-        "blur_prob": data.blur_prob,
-        "elastic_sigma": data.elastic_sigma,
-        "elastic_grid": data.elastic_grid,
-    }
+def augment_options(config: ml_collections.ConfigDict) -> dict:
+    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator:
+    the augment section but its backend and device canvas, and the crop data.image_size."""
+    options = {k: v for k, v in config.augment.items() if k not in ("backend", "canvas_size")}
+    return options | {"crop_size": tuple(config.data.image_size)}
 
 
 def uses_distance_maps(config) -> bool:
-    return any(name == "boundary" for name, _ in config.loss.terms)
+    """Whether a loss term takes the boundary distance maps the host pipeline makes."""
+    return any(losses.takes(name, "distance") for name, _ in config.loss.terms)
 
 
 def canvas_size(config, source) -> tuple[int, int]:
-    """data.canvas_size, or the size of the first training example."""
-    if config.data.canvas_size:
-        return tuple(config.data.canvas_size)
+    """augment.canvas_size, or the size of the first training example."""
+    if config.augment.canvas_size:
+        return tuple(config.augment.canvas_size)
     return tuple(int(v) for v in np.shape(source[0]["mask"]))
 
 
@@ -281,10 +220,10 @@ def train_iterator(
     num_workers: grain worker processes (default: worker_count). workdir: where the class
     presence of class-balanced sampling is cached (none: counted afresh).
     """
-    data = config.data
+    data, loader = config.data, config.loader
     num_classes = len(source.class_names)
     probabilities = None
-    if data.repeat_threshold > 0:
+    if loader.repeat_threshold > 0:
         rows, share = image_classes(
             source,
             num_classes,
@@ -292,34 +231,33 @@ def train_iterator(
             ignore_index=data.ignore_index,
             progress=progress,
         )
-        probabilities = sampling_probabilities(rows, share, data.repeat_threshold)
-    device = data.augment_on == "device"
+        probabilities = sampling_probabilities(rows, share, loader.repeat_threshold)
+    device = config.augment.backend == "device"
     return _train_iterator(
         source,
         batch_size=batch_size,
         seed=config.seed,
         num_classes=num_classes,
         ignore_index=data.ignore_index,
-        **({} if device else augment_options(data)),
+        **({} if device else augment_options(config)),
         distance_maps=uses_distance_maps(config),
         invalid_to_ignore=data.invalid_to_ignore,
         num_workers=worker_count(config, workdir) if num_workers is None else num_workers,
-        read_threads=data.read_threads,
-        prefetch=data.prefetch,
-        augment_on=data.augment_on,
+        read_threads=loader.read_threads,
+        prefetch=loader.prefetch,
+        augment_on=config.augment.backend,
         canvas_size=canvas_size(config, source) if device else None,
         sample_probabilities=probabilities,
     )
 
 
 def device_augment(config) -> augment.Options | None:
-    """config.data's augmentation as jaxseg.augment.Options when it runs in the train step."""
-    data = config.data
-    if data.augment_on != "device":
+    """config.augment as jaxseg.augment.Options when it runs in the train step."""
+    if config.augment.backend != "device":
         return None
-    options = augment_options(data)
+    options = augment_options(config)
     options.pop("cat_max_ratio")  # refused on the device by check_options unless 1.0
-    return augment.Options(ignore_index=data.ignore_index, **options)
+    return augment.Options(ignore_index=config.data.ignore_index, **options)
 
 
 def eval_batches(config, source, batch_size: int):
@@ -333,7 +271,7 @@ def eval_batches(config, source, batch_size: int):
         ignore_index=config.data.ignore_index,
         shorter_side=config.eval.shorter_side,
         invalid_to_ignore=config.data.invalid_to_ignore,
-        read_threads=config.data.read_threads,
+        read_threads=config.loader.read_threads,
     )
 
 
@@ -365,18 +303,9 @@ def class_weights(config, source, *, workdir: str, progress: bool) -> jax.Array 
 # ------------------------------------------------------------------------ model, optimizer
 
 
-# Config values that defer to the model's own default (base_config says which models have
-# which): the one place a per-model default lives is the model.
-MODEL_DEFAULT = {"backbone": "", "output_stride": 0, "decoder": "", "pretrain_size": 0}
-
-
 def build_model(config, num_classes: int):
     """config.model's network for num_classes classes in config.dtype."""
-    options = {
-        k: v
-        for k, v in config.model.items()
-        if k not in MODEL_FIELDS and not (k in MODEL_DEFAULT and v == MODEL_DEFAULT[k])
-    }
+    options = {k: v for k, v in config.model.items() if k not in ("name", "pretrained")}
     return _build_model(
         config.model.name, num_classes, dtype=configs.compute_dtype(config.dtype), **options
     )
@@ -399,11 +328,6 @@ def optimizer(config):
         )
     if o.head_lr_mult <= 0:
         raise configs.ConfigError(f"optim.head_lr_mult={o.head_lr_mult} must be positive")
-    if o.head_lr_mult != 1.0 and "backbone" not in MODELS[config.model.name].__dataclass_fields__:
-        raise configs.ConfigError(
-            f"optim.head_lr_mult={o.head_lr_mult} is set but model {config.model.name!r} has "
-            "no backbone/head split"
-        )
     try:
         update_schedule = make_schedule(
             o.schedule,
@@ -456,11 +380,12 @@ def train_step(config, model, tx, schedule, class_weights):
         aux_weights=tuple((str(n), float(w)) for n, w in config.loss.aux_weights),
         ignore_index=config.data.ignore_index,
         class_weights=class_weights,
-        label_smoothing=config.loss.label_smoothing,
         keep_stats_if_nonfinite=config.optim.skip_nonfinite > 0,
         augment=device_augment(config),
         loss_options=tuple(
-            (str(n), tuple(tuple(o) for o in opts)) for n, opts in config.loss.options
+            (name, tuple(config.loss[name].items()))
+            for name, _ in loss_terms
+            if name in config.loss
         ),
     )
 
@@ -468,7 +393,7 @@ def train_step(config, model, tx, schedule, class_weights):
 def inference_settings(config, devices: int = 1) -> inference.Settings:
     """config.eval as inference.Settings. Slide windows default to the training crop with a
     stride of two thirds of it; window_batch to eval.batch_size, a multiple of `devices`.
-    eval.crf=True adds CRFParams from the eval.crf_* fields (an invalid one is refused
+    eval.crf.enabled adds CRFParams from the eval.crf section (an invalid one is refused
     naming its key)."""
     ev = config.eval
     crop = tuple(ev.crop_size) or tuple(config.data.image_size)
@@ -480,12 +405,12 @@ def inference_settings(config, devices: int = 1) -> inference.Settings:
             f"use a multiple of {devices}"
         )
     crf = None
-    if ev.crf:
+    if ev.crf.enabled:
         try:
-            crf = CRFParams(**{k[len("crf_") :]: ev[k] for k in CRF_FIELDS})
+            crf = CRFParams(**{k: v for k, v in ev.crf.items() if k != "enabled"})
         except CRFError as e:
             raise configs.ConfigError(
-                f"eval.crf_{e.field}={ev['crf_' + e.field]!r}: {e.reason}"
+                f"eval.crf.{e.field}={ev.crf[e.field]!r}: {e.reason}"
             ) from None
     try:
         return inference.Settings(

@@ -13,6 +13,16 @@ from jaxseg.inference import normalize
 from jaxseg.state import TrainState
 
 
+def _loss_options(loss_terms, loss_options, batch) -> dict:
+    """{loss name: keyword options}: the configured ones, and the batch's distance maps for
+    the losses that take them (the boundary loss)."""
+    options = {name: {} for name, _ in loss_terms} | {n: dict(p) for n, p in loss_options}
+    for name, kwargs in options.items():
+        if losses.takes(name, "distance"):
+            kwargs["distance"] = batch.get("distance")
+    return options
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -27,7 +37,6 @@ def train_step(
     aux_weights: tuple[tuple[str, float], ...] = (),
     ignore_index: int = 255,
     class_weights=None,
-    label_smoothing: float = 0.0,
     loss_options: tuple[tuple[str, tuple], ...] = (),
     keep_stats_if_nonfinite: bool = False,
     augment: augment_lib.Options | None = None,
@@ -62,11 +71,7 @@ def train_step(
             dict(loss_terms),
             ignore_index=ignore_index,
             class_weights=class_weights,
-            options={
-                "ce": {"label_smoothing": label_smoothing},
-                "boundary": {"distance": batch.get("distance")},
-            }
-            | {name: dict(pairs) for name, pairs in loss_options},
+            options=_loss_options(loss_terms, loss_options, batch),
         )
 
     def loss_fn(params):

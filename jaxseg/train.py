@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from jaxseg import checkpoint, configs, metrics, recipe, sharding, writer
+from jaxseg import checkpoint, cli, configs, metrics, recipe, sharding, writer
 from jaxseg import workdir as run_files
 from jaxseg.models.pretrained import load_pretrained
 from jaxseg.state import count_params, create_train_state
@@ -61,10 +61,10 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     val_source = recipe.make_source(config, "val")
     class_names = tuple(train_source.class_names)
     num_classes = len(class_names)
-    # data.num_workers=-1 resolved once (and saved so): grain restores an iterator's state
+    # loader.num_workers=-1 resolved once (and saved so): grain restores an iterator's state
     # only into the same worker count.
     config = config.copy_and_resolve_references()
-    config.data.num_workers = recipe.worker_count(config, workdir)
+    config.loader.num_workers = recipe.worker_count(config, workdir)
     train_iter = recipe.train_iterator(
         config, train_source, local_batch, workdir=workdir, progress=is_main
     )
@@ -97,7 +97,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     state, start_step = checkpoint.restore_latest(manager, state, train_iter, log=say)
     # The workdir alone rebuilds the model and labels its output (jaxseg.workdir).
     if is_main:
-        run_files.write(workdir, config, class_names)
+        run_files.write(workdir, config, train_source)
     if start_step == 0 and config.model.pretrained:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         variables = load_pretrained(model, jax.device_get(variables), config.model.pretrained, say)
@@ -251,7 +251,6 @@ def is_main_thread() -> bool:
 
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
-    configs.define_config_file(fv, argv)
     flags.DEFINE_string(
         "workdir", None, "run directory (default runs/<experiment>[_<arg>])", flag_values=fv
     )
@@ -268,19 +267,19 @@ def main(argv=None) -> None:
     """The command line: argv without the program name (default sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
-    rest = configs.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
+    rest = cli.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
     if rest:
-        configs.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
+        cli.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     sharding.initialize_distributed()
     try:  # options, paths, dataset names: the user's to fix, so one line, not a traceback
         train_and_evaluate(
             fv.config,
-            fv.workdir or configs.default_workdir(fv),
+            fv.workdir or cli.default_workdir(cli.config_spec(argv)),
             allow_config_change=fv.allow_config_change,
         )
     except configs.ConfigError as e:
-        configs.fail("jaxseg.train", str(e))
+        cli.fail("jaxseg.train", str(e))
     except (checkpoint.DiskFullError, FloatingPointError) as e:  # the run's, not a bug: 1 line
         print(f"jaxseg.train: stopped: {e}", file=sys.stderr)
         sys.exit(1)

@@ -2,6 +2,8 @@
 executing any Python from it:
 
     config.json      the resolved config (jaxseg.configs.to_json; read by from_json)
+    plugins.json     the plug-in modules (not jaxseg's) whose model, dataset or loss the run
+                     used: read_config imports them again before it reads config.json
     dataset.json     what labels the output: class names, palette, ignore index, mean/std
     metrics.jsonl    one JSON object per line ("step", "train/loss", "val/miou", ...)
     checkpoints/     orbax steps (jaxseg.checkpoint)
@@ -16,18 +18,24 @@ goes through etils' epath (`path`), never os.path or a bare open.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import socket
+import sys
 
 import ml_collections
 from etils import epath
 
-from jaxseg import configs
+from jaxseg import configs, registry
+from jaxseg.data import DATASETS
+from jaxseg.losses import LOSSES
+from jaxseg.models import MODELS
 from jaxseg.visualize import default_palette
 
 CONFIG = "config.json"
 DATASET = "dataset.json"
+PLUGINS = "plugins.json"
 
 
 def is_remote(location) -> bool:
@@ -51,10 +59,48 @@ def write_text_atomic(target: epath.Path, text: str) -> None:
     tmp.replace(target)
 
 
-def write(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
-    """Writes config.json and dataset.json (each atomically: a crash leaves the old file)."""
+def plugins(config: ml_collections.ConfigDict) -> list[dict]:
+    """[{"module", "path"}] of the plug-in modules defining config's model, dataset and loss
+    terms (jaxseg.registry.plugin), without repeats."""
+    parts = [
+        registry.lookup(MODELS, "model", config.model.name),
+        registry.lookup(DATASETS, "dataset", config.data.name),
+        *(registry.lookup(LOSSES, "loss", name) for name, _ in config.loss.terms),
+    ]
+    found = [registry.plugin(p) for p in parts]
+    return [p for i, p in enumerate(found) if p and p not in found[:i]]
+
+
+def import_plugins(workdir: str) -> None:
+    """Imports the plug-in modules plugins.json names (their folders put on sys.path), so
+    their parts are registered before the run's config is read."""
+    file = path(workdir, PLUGINS)
+    if not file.exists():
+        return
+    try:
+        listed = json.loads(file.read_text())
+        entries = [(str(p["module"]), str(p["path"])) for p in listed]
+    except (KeyError, TypeError, ValueError) as e:
+        raise configs.ConfigError(f"{file} is damaged: {type(e).__name__}: {e}") from None
+    for module, folder in entries:
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise configs.ConfigError(
+                f"{file}: the run used plug-in module {module!r} from {folder!r}, which does "
+                f"not import here: {e}"
+            ) from None
+
+
+def write(workdir: str, config: ml_collections.ConfigDict, source) -> None:
+    """Writes config.json, dataset.json (class names and palette of the training source) and
+    plugins.json, each atomically: a crash leaves the old file."""
     path(workdir).mkdir(parents=True, exist_ok=True)
-    palette = tuple(tuple(c) for c in config.data.palette) or default_palette(len(class_names))
+    class_names = tuple(source.class_names)
+    palette = getattr(source, "palette", None) or default_palette(len(class_names))
+    palette = tuple(tuple(int(v) for v in c) for c in palette)
     dataset = {
         "class_names": list(class_names),
         "palette": [list(c) for c in palette],
@@ -62,6 +108,7 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
         "mean": list(config.data.mean),
         "std": list(config.data.std),
     }
+    write_text_atomic(path(workdir, PLUGINS), json.dumps(plugins(config), indent=2))
     write_text_atomic(path(workdir, CONFIG), configs.to_json(config))
     write_text_atomic(path(workdir, DATASET), json.dumps(dataset, indent=2))
 
@@ -79,7 +126,8 @@ def _read(workdir: str, name: str) -> str:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The run's resolved config (locked; tuples restored)."""
+    """The run's resolved config (locked; tuples restored), its plug-ins imported first."""
+    import_plugins(workdir)
     return configs.from_json(_read(workdir, CONFIG), str(path(workdir, CONFIG)))
 
 
@@ -192,8 +240,8 @@ FREE_TO_CHANGE = (
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",
-    "data.read_threads",
-    "data.prefetch",
+    "loader.read_threads",
+    "loader.prefetch",
 )
 CHANGES = "config_changes.jsonl"
 

@@ -34,6 +34,8 @@ import gc  # noqa: E402
 
 import pytest  # noqa: E402
 
+from jaxseg import cli  # noqa: E402
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
@@ -52,12 +54,11 @@ def membrane_run(tmp_path_factory):
     """A narrow U-Net trained 6 steps on the real membrane images: a workdir with
     config.json, dataset.json, metrics.jsonl and checkpoints at steps 3 and 6, each
     evaluated (so "best" is defined). Returns (workdir, train_and_evaluate's result)."""
-    from jaxseg import configs
     from jaxseg.train import train_and_evaluate
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     workdir = tmp_path_factory.mktemp("membrane_run")
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(root, "experiments", "unet_membrane.py") + ":quick",
         "--config.model.base_width=4",
         "--config.data.image_size=(64, 64)",

@@ -10,6 +10,8 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 import jax  # noqa: E402
 
+from jaxseg import cli
+
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +35,10 @@ def main():
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
     from absl import flags
 
-    from jaxseg import configs
     from jaxseg.train import train_and_evaluate
 
     flags.FLAGS.mark_as_parsed()
-    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py:quick"), *TINY)
+    config = cli.load_experiment(os.path.join(ROOT, "experiments", "unet.py:quick"), *TINY)
     result = train_and_evaluate(config, workdir)
     print(f"process {process_id} ended at step {result['step']}", flush=True)
 

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, recipe, steps
+from jaxseg import cli, configs, recipe, steps
 from jaxseg.optim import make_optimizer
 from jaxseg.state import create_train_state
 from jaxseg.train import train_and_evaluate
@@ -106,7 +106,7 @@ def test_head_lr_mult_is_a_ten_times_learning_rate_outside_the_backbone():
 
 
 def test_schedule_counts_updates_and_logs_per_train_step():
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         f"{LINEAR}:quick",
         "--config.total_steps=40",
         "--config.optim.accumulate_steps=4",
@@ -144,13 +144,13 @@ def test_head_lr_mult_refuses_parameters_without_a_backbone_subtree():
     ],
 )
 def test_options_that_would_not_act_are_refused(overrides, says):
-    config = configs.load_experiment(f"{LINEAR}:quick", *overrides)
+    config = cli.load_experiment(f"{LINEAR}:quick", *overrides)
     with pytest.raises(configs.ConfigError, match=says):
         recipe.check_options(config)
 
 
 def test_resume_mid_accumulation_is_bit_identical(tmp_path):
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         f"{LINEAR}:quick",
         "--config.data.image_size=(16, 16)",
         "--config.eval.size=(16, 16)",

@@ -66,7 +66,7 @@ def run_step_benchmark(capsys, tmp_path, *flags):
 
 
 def test_device_augmentation_step_takes_the_pipelines_canvas(capsys, tmp_path):
-    flags = ["--pipeline", "--config.data.augment_on=device", "--config.data.photometric=True"]
+    flags = ["--pipeline", "--config.augment.backend=device", "--config.augment.photometric=True"]
     # The step compiled for the random canvas batch also takes the pipeline's batches (a
     # shape or a missing "size" would raise), and the augmentation adds its FLOPs.
     rows, r = run_step_benchmark(capsys, tmp_path, *flags)

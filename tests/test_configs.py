@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxseg import configs
+from jaxseg import cli, configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(ROOT, "experiments", "unet.py")
@@ -14,7 +14,7 @@ EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 
 
 def test_loads_experiment_with_arg_and_overrides():
-    c = configs.load_experiment(
+    c = cli.load_experiment(
         f"{UNET}:quick",
         "--config.optim.lr=0.02",
         "--config.data.image_size=(32, 48)",
@@ -30,7 +30,7 @@ def test_loads_experiment_with_arg_and_overrides():
 
 
 def test_int_to_float_and_locked():
-    c = configs.load_experiment(f"{UNET}:quick", "--config.optim.lr=1")
+    c = cli.load_experiment(f"{UNET}:quick", "--config.optim.lr=1")
     assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
     with pytest.raises(AttributeError):
         c.optim.new_field = 1
@@ -43,9 +43,9 @@ def test_experiments_cannot_add_fields():
 
 def test_unknown_key_names_closest():
     with pytest.raises(configs.ConfigError, match=r"unknown config key 'optim.lrr'.*optim\.lr"):
-        configs.load_experiment(UNET, "--config.optim.lrr=0.1")
+        cli.load_experiment(UNET, "--config.optim.lrr=0.1")
     with pytest.raises(configs.ConfigError, match=r"unknown config key 'modl.depth'.*model\.depth"):
-        configs.load_experiment(UNET, "--config.modl.depth=3")
+        cli.load_experiment(UNET, "--config.modl.depth=3")
 
 
 @pytest.mark.parametrize(
@@ -62,14 +62,14 @@ def test_unknown_key_names_closest():
 )
 def test_wrong_type_names_key(override, key):
     with pytest.raises(configs.ConfigError, match=key.replace(".", r"\.")):
-        configs.load_experiment(UNET, override)
+        cli.load_experiment(UNET, override)
 
 
 def test_missing_file_and_bad_arg():
     with pytest.raises(configs.ConfigError, match="nope.py"):
-        configs.load_experiment("nope.py")
+        cli.load_experiment("nope.py")
     with pytest.raises(configs.ConfigError, match="unknown arg 'fast'"):
-        configs.load_experiment(f"{UNET}:fast")
+        cli.load_experiment(f"{UNET}:fast")
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_help_lists_the_flags_of_each_entry(entry):
 
 def test_json_round_trip_restores_tuples_for_every_experiment():
     for path in EXPERIMENTS:
-        c = configs.load_experiment(path)
+        c = cli.load_experiment(path)
         back = configs.from_json(configs.to_json(c))
         assert back.to_dict() == c.to_dict(), path  # tuples stay tuples (lists would differ)
         assert isinstance(back.loss.terms[0], tuple) and isinstance(back.data.mean, tuple)

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from jaxseg import augment as A
-from jaxseg import configs, sharding
+from jaxseg import cli, configs, sharding
 from jaxseg.data import pipeline
 from jaxseg.data import transforms as T
 from jaxseg.train import train_and_evaluate
@@ -161,7 +161,7 @@ def test_canvas_prep_pads_and_shrinks_what_does_not_fit(caplog):
 
 
 def test_device_path_trains_and_resumes_exactly(tmp_path):
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(ROOT, "experiments", "linear.py"),
         "--config.data.image_size=(16, 16)",
         "--config.data.num_val=8",
@@ -172,10 +172,10 @@ def test_device_path_trains_and_resumes_exactly(tmp_path):
         "--config.log_every=2",
         "--config.eval_every=4",
         "--config.checkpoint_every=2",
-        "--config.data.augment_on=device",
-        "--config.data.canvas_size=(24, 24)",
-        "--config.data.scale_range=(0.5, 2.0)",
-        "--config.data.photometric=True",
+        "--config.augment.backend=device",
+        "--config.augment.canvas_size=(24, 24)",
+        "--config.augment.scale_range=(0.5, 2.0)",
+        "--config.augment.photometric=True",
     )
     straight = train_and_evaluate(config, str(tmp_path / "straight"))
     assert train_and_evaluate(config, str(tmp_path / "resumed"), stop_after=2)["step"] == 2
@@ -190,22 +190,25 @@ def test_device_path_trains_and_resumes_exactly(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("--config.data.canvas_size=(64, 64)", "canvas_size is set but data.augment_on is 'host'"),
-        ("--config.data.elastic_grid=4", "elastic_grid is set but data.elastic_sigma is 0"),
-        ("--config.data.augment_on=gpu", "augment_on='gpu' is unknown"),
-        ("--config.data.repeat_threshold=2.0", "repeat_threshold=2.0 is a share"),
+        (
+            "--config.augment.canvas_size=(64, 64)",
+            "canvas_size is set but augment.backend is 'host'",
+        ),
+        ("--config.augment.elastic_grid=4", "elastic_grid is set but augment.elastic_sigma is 0"),
+        ("--config.augment.backend=gpu", "augment_on='gpu' is unknown"),
+        ("--config.loader.repeat_threshold=2.0", "repeat_threshold=2.0 is a share"),
     ],
 )
 def test_augmentation_options_that_would_not_act_are_refused(override, message):
     from jaxseg import recipe
 
-    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), override)
+    config = cli.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), override)
     with pytest.raises(configs.ConfigError, match=message):
         recipe.check_options(config)
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(ROOT, "experiments", "unet.py"),
-        "--config.data.augment_on=device",
-        "--config.data.cat_max_ratio=0.75",
+        "--config.augment.backend=device",
+        "--config.augment.cat_max_ratio=0.75",
     )
     with pytest.raises(configs.ConfigError, match="cat_max_ratio redraws crops on the host"):
         recipe.check_options(config)

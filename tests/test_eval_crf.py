@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxseg import configs, evaluate, export, recipe, sharding
+from jaxseg import cli, configs, evaluate, export, recipe, sharding
 from jaxseg import workdir as run_files
 from jaxseg.crf import CRFParams
 from jaxseg.segmenter import Segmenter
@@ -29,16 +29,16 @@ def test_defaults_are_deeplab_largefov_and_off():
         ev.crf_iterations,
         ev.crf_window,
     ) == (4.0, 121.0, 5.0, 3.0, 3.0, 10, 11)
-    assert recipe.inference_settings(configs.load_experiment(UNET)).crf is None
+    assert recipe.inference_settings(cli.load_experiment(UNET)).crf is None
 
 
 def test_config_reaches_settings_and_every_inference_entry():
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         UNET,
-        "--config.eval.crf=True",
-        "--config.eval.crf_window=5",
-        "--config.eval.crf_iterations=3",
-        "--config.eval.crf_bilateral_rgb_std=13",
+        "--config.eval.crf.enabled=True",
+        "--config.eval.crf.window=5",
+        "--config.eval.crf.iterations=3",
+        "--config.eval.crf.bilateral_rgb_std=13",
     )
     recipe.check_options(config)
     settings = recipe.inference_settings(config)
@@ -77,27 +77,29 @@ def test_predict_and_export_take_the_crf(membrane_run, tmp_path):
 @pytest.mark.parametrize(
     "override, says",
     [
-        ("--config.eval.crf_window=4", "eval.crf_window=4: must be odd and >= 3"),
-        ("--config.eval.crf_spatial_xy_std=0", "eval.crf_spatial_xy_std=0"),
-        ("--config.eval.crf_bilateral_weight=-1", "eval.crf_bilateral_weight=-1"),
-        ("--config.eval.crf_iterations=0", "eval.crf_iterations=0"),
+        ("--config.eval.crf.window=4", "eval.crf.window=4: must be odd and >= 3"),
+        ("--config.eval.crf.spatial_xy_std=0", "eval.crf.spatial_xy_std=0"),
+        ("--config.eval.crf.bilateral_weight=-1", "eval.crf.bilateral_weight=-1"),
+        ("--config.eval.crf.iterations=0", "eval.crf.iterations=0"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_key(override, says):
-    config = configs.load_experiment(UNET, "--config.eval.crf=True", override)
+    config = cli.load_experiment(UNET, "--config.eval.crf.enabled=True", override)
     with pytest.raises(configs.ConfigError, match=says.replace("(", r"\(")):
         recipe.check_options(config)
 
 
 def test_crf_parameters_without_the_switch_are_refused():
-    config = configs.load_experiment(UNET, "--config.eval.crf_iterations=5")
-    with pytest.raises(configs.ConfigError, match="eval.crf_iterations is set but eval.crf is"):
+    config = cli.load_experiment(UNET, "--config.eval.crf.iterations=5")
+    with pytest.raises(configs.ConfigError, match="eval.crf.iterations is set but eval.crf is"):
         recipe.check_options(config)
 
 
 def test_eval_crf_changes_freely_on_resume():
-    saved = configs.load_experiment(UNET)
-    config = configs.load_experiment(UNET, "--config.eval.crf=True", "--config.eval.crf_window=7")
+    saved = cli.load_experiment(UNET)
+    config = cli.load_experiment(
+        UNET, "--config.eval.crf.enabled=True", "--config.eval.crf.window=7"
+    )
     assert run_files.training_changes(saved, config) == {}
 
 
@@ -108,9 +110,9 @@ def test_evaluate_with_the_crf_runs_and_changes_predictions(membrane_run):
         [
             "--workdir",
             workdir,
-            "--config.eval.crf=True",
-            "--config.eval.crf_window=5",
-            "--config.eval.crf_iterations=5",
+            "--config.eval.crf.enabled=True",
+            "--config.eval.crf.window=5",
+            "--config.eval.crf.iterations=5",
         ]
     )
     with open(os.path.join(workdir, "eval", "val_step6_whole_crf.json")) as f:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxseg import cli
 from jaxseg.data import MEMBRANE_ROOT
 from jaxseg.data.folder import FolderSource
 
@@ -264,11 +265,11 @@ def test_test_split_from_a_list_beside_the_ratio_split(tmp_path):
         "--config.data.class_names=('x', 'y', 'z')",
         "--config.data.test_list=test.txt",
     ]
-    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides)
+    config = cli.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides)
     test = recipe.make_source(config, "test")
     assert [test[i]["name"] for i in range(len(test))] == ["e"]
     assert len(recipe.make_source(config, "train")) + len(recipe.make_source(config, "val")) == 5
-    config = configs.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides[:3])
+    config = cli.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), *overrides[:3])
     with pytest.raises(configs.ConfigError, match="no test split: set data.test_list"):
         recipe.make_source(config, "test")
 
@@ -276,7 +277,7 @@ def test_test_split_from_a_list_beside_the_ratio_split(tmp_path):
 def test_invalid_to_ignore_acts_on_folder_data(tmp_path):
     """data.invalid_to_ignore maps values that are no class to ignore_index (it raised in
     FolderSource before the pipeline's mapping could act)."""
-    from jaxseg import configs, recipe
+    from jaxseg import recipe
 
     mask = np.array([[0, 1, 7], [2, 9, 1]], np.uint8)  # 7 and 9 are no class of three
     _pair(tmp_path, "a", _rgb(2, 3), Image.fromarray(mask, "L"))
@@ -289,10 +290,10 @@ def test_invalid_to_ignore_acts_on_folder_data(tmp_path):
         "--config.data.val_list=all.txt",
     ]
     unet = os.path.join(ROOT, "experiments", "unet.py")
-    strict = recipe.make_source(configs.load_experiment(unet, *overrides), "train")
+    strict = recipe.make_source(cli.load_experiment(unet, *overrides), "train")
     with pytest.raises(ValueError, match=r"mask values \[7, 9\]"):
         strict[0]
-    lenient = configs.load_experiment(unet, *overrides, "--config.data.invalid_to_ignore=True")
+    lenient = cli.load_experiment(unet, *overrides, "--config.data.invalid_to_ignore=True")
     got = recipe.make_source(lenient, "train")[0]["mask"]
     np.testing.assert_array_equal(got, [[0, 1, 255], [2, 255, 1]])
 

@@ -83,7 +83,7 @@ def test_plan_of_the_full_suite(suite, tmp_path):
     assert unet[unet.index("--base-width") + 1] == "64" and "--mode" in unet
     for run, workers in zip(runs[13:15], (16, 8), strict=True):
         assert run.model == "deeplabv3plus" and "--pipeline" in run.command
-        assert f"--config.data.num_workers={workers}" in run.command
+        assert f"--config.loader.num_workers={workers}" in run.command
         # More steps after more warm-up than the others: grain's workers start and fill.
         assert run.command[run.command.index("--steps") + 1] == "20"
         assert run.command[run.command.index("--warmup") + 1] == "5"

@@ -9,7 +9,7 @@ import jax.test_util
 import numpy as np
 import pytest
 
-from jaxseg import losses
+from jaxseg import cli, losses
 from jaxseg.data.pipeline import signed_distance
 
 IGNORE = 255
@@ -493,7 +493,7 @@ def test_loss_options_act_and_mistakes_are_refused():
     }
 
     def loss_with(*overrides):
-        config = configs.load_experiment(unet, "--config.loss.terms=(('focal', 1.0),)", *overrides)
+        config = cli.load_experiment(unet, "--config.loss.terms=(('focal', 1.0),)", *overrides)
         recipe.check_options(config)
         step = recipe.train_step(
             config, model, optax.identity(), optax.constant_schedule(0.0), None
@@ -513,4 +513,4 @@ def test_loss_options_act_and_mistakes_are_refused():
     with pytest.raises(configs.ConfigError, match="class weights act on the ce, ohem, topk"):
         loss_with("--config.loss.class_weights=(1.0, 2.0, 3.0, 1.0, 1.0)")
     with pytest.raises(configs.ConfigError, match="label_smoothing acts on the ce term"):
-        loss_with("--config.loss.label_smoothing=0.1")
+        loss_with("--config.loss.ce.label_smoothing=0.1")

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, recipe, steps
+from jaxseg import cli, configs, recipe, steps
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import count_params, create_train_state
 
@@ -162,7 +162,7 @@ def test_torchvision_parameter_counts(key, expected):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
 def test_every_experiment_builds_its_model_full_and_quick(path):
     for arg in ("", ":quick"):
-        config = configs.load_experiment(path + arg)
+        config = cli.load_experiment(path + arg)
         recipe.check_options(config)  # every option the experiment sets acts
         model = recipe.build_model(config, 5)
         x = jnp.zeros((1, 40, 48, 3))
@@ -172,7 +172,7 @@ def test_every_experiment_builds_its_model_full_and_quick(path):
 
 
 def test_every_model_has_an_experiment():
-    names = {configs.load_experiment(p).model.name for p in EXPERIMENTS}
+    names = {cli.load_experiment(p).model.name for p in EXPERIMENTS}
     assert set(MODELS) <= names, sorted(set(MODELS) - names)
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg import configs
+from jaxseg import cli
 from jaxseg.models import build_model
 from jaxseg.models.pretrained import (
     convert_state_dict,
@@ -101,7 +101,7 @@ def test_a_file_for_another_model_is_rejected_by_name(tmp_path):
 def test_training_starts_from_pretrained_weights(tmp_path, capsys):
     kernel = np.random.default_rng(1).normal(size=(5, 3, 1, 1)).astype(np.float32)
     np.savez(tmp_path / "w.npz", **{"Conv.0.weight": kernel, "Conv.0.bias": np.ones(5)})
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(ROOT, "experiments", "linear.py") + ":quick",
         "--config.total_steps=1",
         "--config.optim.lr=0.0",

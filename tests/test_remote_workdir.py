@@ -12,7 +12,7 @@ import pytest
 from etils import epath
 from etils.epath import testing as epath_testing
 
-from jaxseg import checkpoint, configs, writer
+from jaxseg import checkpoint, cli, configs, writer
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights
 
@@ -56,7 +56,7 @@ def bucket(tmp_path):
 
 def test_run_files_lock_and_changes_on_a_remote_workdir(bucket):
     workdir = f"{BUCKET}/run"
-    config = configs.load_experiment(
+    config = cli.load_experiment(
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "unet.py")
     )
     run_files.write(workdir, config, ("a", "b", "c", "d", "e"))

@@ -12,7 +12,7 @@ import threading
 import jax
 import pytest
 
-from jaxseg import configs
+from jaxseg import cli, configs
 from jaxseg import workdir as run_files
 from jaxseg.train import train_and_evaluate
 
@@ -46,7 +46,7 @@ def _threads_settle_at(count: int, seconds: float = 5.0) -> bool:
 
 
 def _config(*overrides):
-    return configs.load_experiment(UNET, *TINY, *overrides)
+    return cli.load_experiment(UNET, *TINY, *overrides)
 
 
 def test_failed_run_releases_everything_and_saves_nothing(tmp_path):
@@ -245,7 +245,7 @@ def test_twenty_runs_in_one_process_leave_no_arrays_threads_or_memory_behind(tmp
     threads, arrays = threading.active_count(), len(jax.live_arrays())
     first_peak = None
     for i in range(20):
-        config = configs.load_experiment(linear, *options, "--config.total_steps=1")
+        config = cli.load_experiment(linear, *options, "--config.total_steps=1")
         train_and_evaluate(config, str(tmp_path / str(i)))
         gc.collect()
         # Nothing above the baseline (others' leftovers may still go away meanwhile).

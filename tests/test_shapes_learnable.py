@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from jaxseg import configs
+from jaxseg import cli
 from jaxseg.train import train_and_evaluate
 
 UNET = os.path.join(
@@ -14,7 +14,7 @@ UNET = os.path.join(
 
 
 def _run(tmp_path, *overrides):
-    config = configs.load_experiment(f"{UNET}:quick", *overrides)
+    config = cli.load_experiment(f"{UNET}:quick", *overrides)
     return train_and_evaluate(config, str(tmp_path))["scores"]
 
 

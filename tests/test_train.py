@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import configs, losses, recipe, sharding, steps
+from jaxseg import cli, losses, recipe, sharding, steps
 from jaxseg.data import options_of
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import create_train_state
@@ -31,7 +31,7 @@ TINY = [
 
 
 def _config(path, *overrides):
-    return configs.load_experiment(path, *overrides)
+    return cli.load_experiment(path, *overrides)
 
 
 def _step_on(devices, state, batch):

@@ -23,6 +23,7 @@ from PIL import Image
 
 from jaxseg.data import images as image_io
 from jaxseg.data.pipeline import bad_values, distinct_values
+from jaxseg.data.table import register
 
 IMAGE_EXTENSIONS = image_io.EXTENSIONS
 _INTEGER_MASK_MODES = ("1", "L", "P", "I", *image_io.SIXTEEN_BIT)
@@ -116,6 +117,7 @@ class FolderSource:
             None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
         )
         self._palette_keys, self._palette_classes = self._palette_lookup(palette)
+        self.palette = palette  # what labels the output (dataset.json), when masks have one
         num_classes = len(self.class_names)
         fits_u8 = num_classes <= 256 and 0 <= self.ignore_index <= 255
         self._mask_dtype = np.uint8 if fits_u8 else np.int32
@@ -380,3 +382,84 @@ class FolderSource:
             f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
             f"classes={len(self.class_names)}, skipped={len(self.skipped)})"
         )
+
+
+@register("folder")
+def build(
+    split: str,
+    *,
+    root: str = "",
+    class_names: tuple = (),
+    value_map=(),
+    palette=(),
+    train_list="",
+    val_list="",
+    test_list="",
+    split_ratio=0.8,
+    seed=0,
+    ignore_index=255,
+    max_pixels=89_478_485,
+    skip_bad=False,
+    invalid_to_ignore=False,
+):
+    if not root:
+        raise ValueError("data.root is empty: set --config.data.root=DIR (images/ and masks/)")
+    if not class_names:
+        raise ValueError("data.class_names is empty: name the classes of the folder dataset")
+    if split == "test":  # only from a list: the ratio split divides stems into train and val
+        if not test_list:
+            raise ValueError("the folder dataset has no test split: set data.test_list=FILE")
+        lists = {"test": test_list}
+    else:
+        lists = {"train": train_list, "val": val_list} if train_list or val_list else {}
+    return FolderSource(
+        root,
+        split,
+        class_names=tuple(class_names),
+        value_map=dict(value_map) or None,
+        palette=tuple(tuple(c) for c in palette) or None,
+        split_files=lists or None,
+        split_ratio=split_ratio,
+        seed=seed,
+        ignore_index=ignore_index,
+        max_pixels=max_pixels,
+        skip_bad=skip_bad,
+        invalid_to_ignore=invalid_to_ignore,
+    )
+
+
+# ISBI 2012 EM membranes: masks 0 = membrane, 255 = cell interior; images 0..24 train,
+# 25..29 validate. The data lives in shared/ beside the repository (JAXSEG_MEMBRANE overrides).
+MEMBRANE_ROOT = os.environ.get(
+    "JAXSEG_MEMBRANE",
+    os.path.normpath(
+        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "membrane")
+    ),
+)
+
+
+@register("membrane")
+def build_membrane(
+    split: str,
+    *,
+    root: str = "",
+    seed: int = 0,
+    ignore_index: int = 255,
+    max_pixels: int = 89_478_485,
+    skip_bad: bool = False,
+    invalid_to_ignore: bool = False,
+):
+    if split == "test":
+        raise ValueError("the membrane dataset has no test split (train: 0..24, val: 25..29)")
+    return FolderSource(
+        root or MEMBRANE_ROOT,
+        split,
+        class_names=("membrane", "cell"),
+        value_map={0: 0, 255: 1},
+        split_files={"train": tuple(map(str, range(25))), "val": tuple(map(str, range(25, 30)))},
+        seed=seed,
+        ignore_index=ignore_index,
+        max_pixels=max_pixels,
+        skip_bad=skip_bad,
+        invalid_to_ignore=invalid_to_ignore,
+    )

@@ -188,8 +188,8 @@ class CanvasPrep(grain.transforms.Map):
             size = (max(1, int(height * fit)), max(1, int(width * fit)))
             if not self._warned:
                 log.warning(
-                    "%s: %dx%d is larger than data.canvas_size %s; shrunk to %dx%d (and so "
-                    "is any other such example; raise data.canvas_size to keep them whole)",
+                    "%s: %dx%d is larger than augment.canvas_size %s; shrunk to %dx%d (and so "
+                    "is any other such example; raise augment.canvas_size to keep them whole)",
                     where,
                     height,
                     width,
@@ -284,7 +284,7 @@ def train_iterator(
         dataset = dataset.shuffle(seed=seed).repeat()
     if augment_on == "device":
         if distance_maps:
-            raise ValueError("the boundary loss's distance maps need data.augment_on='host'")
+            raise ValueError("the boundary loss's distance maps need augment.backend='host'")
         dataset = dataset.map(
             CanvasPrep(
                 canvas=canvas_size,

@@ -17,6 +17,8 @@ import operator
 
 import numpy as np
 
+from jaxseg.data.table import register
+
 CLASS_NAMES: tuple[str, ...] = ("background", "circle", "square", "triangle", "ring")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -224,3 +226,24 @@ class ShapesSource:
             f"ShapesSource(split={self.split!r}, image_size={self.image_size}, "
             f"num_examples={self.num_examples}, seed={self.seed})"
         )
+
+
+@register("shapes")
+def build(
+    split: str,
+    *,
+    image_size=(128, 128),
+    eval_size=(128, 128),
+    num_train: int = 10_000,
+    num_val: int = 200,
+    seed: int = 0,
+):
+    """num_train / num_val: examples generated for the train / each evaluation split."""
+    # Evaluation splits are generated at the evaluation size; val and test are disjoint.
+    train = split == "train"
+    return ShapesSource(
+        split,
+        image_size=tuple(image_size if train else eval_size),
+        num_examples=num_train if train else num_val,
+        seed=seed,
+    )

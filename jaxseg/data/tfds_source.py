@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxseg.data.table import register
+
 # Cityscapes label ids -> the 19 training classes (the official trainId table); others ignored.
 _CITYSCAPES_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 
@@ -100,3 +102,56 @@ class TfdsSource:
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.name!r}, split={self.split!r})"
+
+
+@register("tfds")
+def build(
+    split: str,
+    *,
+    tfds_name: str = "",
+    tfds_dir="",
+    train_split="",
+    val_split="",
+    test_split="",
+    image_key="",
+    mask_key="",
+    class_names=(),
+    value_map=(),
+    ignore_index=255,
+):
+    if not tfds_name:
+        raise ValueError("data.tfds_name is empty: name the TFDS dataset, e.g. oxford_iiit_pet")
+    preset = PRESETS.get(tfds_name.split(":")[0], {})
+    fields = {
+        "train_split": train_split,
+        "val_split": val_split,
+        "test_split": test_split,
+        "image_key": image_key,
+        "mask_key": mask_key,
+        "class_names": tuple(class_names),
+        "value_map": dict(value_map),
+    }
+    # Config fields win over the preset; what neither gives is an error naming the field.
+    chosen = {k: v or preset.get(k) for k, v in fields.items()}
+    missing = [
+        k
+        for k in ("train_split", "val_split", "image_key", "mask_key", "class_names")
+        if not chosen[k]
+    ]
+    if missing:
+        raise ValueError(
+            f"data.tfds_name={tfds_name!r} has no preset; set data.{missing[0]} "
+            f"(presets: {', '.join(sorted(PRESETS))})"
+        )
+    if split == "test" and not chosen["test_split"]:
+        raise ValueError(f"data.tfds_name={tfds_name!r} has no test split: set data.test_split")
+    return TfdsSource(
+        tfds_name,
+        chosen[f"{split}_split"],
+        data_dir=tfds_dir,
+        image_key=chosen["image_key"],
+        mask_key=chosen["mask_key"],
+        class_names=chosen["class_names"],
+        value_map=chosen["value_map"] or None,
+        ignore_index=ignore_index,
+    )

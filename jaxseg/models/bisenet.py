@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jaxseg.models import layers
 from jaxseg.models.layers import ConvBN, resize
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 from jaxseg.models.xception39 import Xception39
 
 WIDTH = 128  # conv_channel of the context and spatial paths
@@ -124,6 +125,7 @@ class SpatialPath(nn.Module):
         return ConvBN(self.features, 1, dtype=dt, name="conv_1x1")(x, train)
 
 
+@register("bisenetv1")
 class BiSeNetV1(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,K], aux).
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jaxseg.models import layers
 from jaxseg.models.bisenet import Head
 from jaxseg.models.layers import ConvBN, resize
+from jaxseg.models.table import register
 
 EXPANSION = 6
 
@@ -119,6 +120,7 @@ class BGALayer(nn.Module):
         return ConvBN(c, 3, dtype=dt, name="conv")(left + right, train)
 
 
+@register("bisenetv2")
 class BiSeNetV2(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,K], aux).
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
@@ -68,6 +69,7 @@ def _aux(module: nn.Module, feature: jax.Array, size, train: bool) -> dict:
     return {"aux": layers.resize(y.astype(jnp.float32), size)}
 
 
+@register("deeplabv3")
 class DeepLabV3(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux).
 
@@ -139,6 +141,7 @@ class SeparableConv(nn.Module):
         return layers.Conv(self.features, 1, dtype=self.dtype, name="pointwise")(x)
 
 
+@register("deeplabv3plus")
 class DeepLabV3Plus(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux).
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 from jaxseg.models.vgg import VGG16
 
 ASPP_V2_RATES = (6, 12, 18, 24)
@@ -34,6 +35,7 @@ ASPP_V2_RATES = (6, 12, 18, 24)
 normal_001 = nn.initializers.normal(0.01)
 
 
+@register("deeplab_largefov")
 class DeepLabLargeFOV(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 
@@ -82,6 +84,7 @@ class ASPPv2(nn.Module):
         )
 
 
+@register("deeplabv2")
 class DeepLabV2(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 

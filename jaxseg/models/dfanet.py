@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.layers import Conv, ConvBN, batch_norm, resize
+from jaxseg.models.table import register
 
 # variant -> (widths of enc2, enc3, enc4), blocks per stage
 VARIANTS = {"A": ((48, 96, 192), (4, 6, 4)), "B": ((32, 64, 128), (4, 6, 4))}
@@ -102,16 +103,17 @@ class FCAttention(nn.Module):
         return x * nn.relu(batch_norm(train, dt, name="conv_1")(a))
 
 
+@register("dfanet")
 class DFANet(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 
     num_classes: int
-    variant: str = ""  # "A" | "B"; "": A
+    variant: str = "A"  # "A" | "B"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
-        variant = self.variant or "A"
+        variant = self.variant
         if variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r}; valid: {', '.join(VARIANTS)}")
         (w2, w3, w4), (n2, n3, n4) = VARIANTS[variant]

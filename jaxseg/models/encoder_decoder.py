@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.table import register
 
 
+@register("encoder_decoder")
 class EncoderDecoder(nn.Module):
     """x f32[B,H,W,C] (any H, W: padded to a multiple of 4 inside, logits cropped back)
     -> (logits f32[B,H,W,num_classes], {}).

@@ -38,6 +38,7 @@ from jaxseg.models.layers import (
     _check,
     resize,
 )
+from jaxseg.models.table import register
 
 VARIANTS = {"espnet": (2, 8), "espnet_c": (5, 3)}  # (alpha2, alpha3)
 RATES = (1, 2, 4, 8, 16)
@@ -166,11 +167,12 @@ class Encoder(nn.Module):
         return out0_cat, out1_cat, Conv(self.num_classes, 1, dtype=dt, name="classifier")(out2_cat)
 
 
+@register("espnet")
 class ESPNet(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 
     num_classes: int
-    variant: str = ""  # "espnet" | "espnet_c"; "": espnet
+    variant: str = "espnet"  # "espnet" | "espnet_c"
     atrous_impl: str = "plain"
     transpose_impl: str = "depth_to_space"
     dtype: Any = jnp.float32
@@ -179,7 +181,7 @@ class ESPNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
-        variant = self.variant or "espnet"
+        variant = self.variant
         if variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r}; valid: {', '.join(VARIANTS)}")
         _check("atrous_impl", self.atrous_impl, ATROUS_IMPLS)

@@ -37,6 +37,7 @@ from jaxseg.models.layers import (
     resize,
     torch_default_init,
 )
+from jaxseg.models.table import register
 
 
 class DSConv(nn.Module):
@@ -93,6 +94,7 @@ class PyramidPooling(nn.Module):
         )
 
 
+@register("fast_scnn")
 class FastSCNN(nn.Module):
     """x: f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.layers import TRANSPOSE_IMPLS, Conv, ConvTranspose3x3, _check, batch_norm
+from jaxseg.models.table import register
 
 # variant -> (layers per dense block: 5 down, bottleneck, 5 up; growth rate)
 VARIANTS = {
@@ -98,17 +99,18 @@ class TransitionDown(nn.Module):
         return nn.max_pool(y, (2, 2), (2, 2), padding=((0, h % 2), (0, w % 2)))
 
 
+@register("fc_densenet")
 class FCDenseNet(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 
     num_classes: int
-    variant: str = ""  # "56" | "67" | "103"; "": 103
+    variant: str = "103"  # "56" | "67" | "103"
     transpose_impl: str = "depth_to_space"  # or plain: the same 3x3 transposed convs
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
-        variant = self.variant or "103"
+        variant = self.variant
         if variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r}; valid: {', '.join(VARIANTS)}")
         _check("transpose_impl", self.transpose_impl, TRANSPOSE_IMPLS)

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 
 
+@register("fcn")
 class FCN(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux).
 

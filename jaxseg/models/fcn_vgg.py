@@ -32,6 +32,7 @@ import numpy as np
 from jax import lax
 
 from jaxseg.models import layers
+from jaxseg.models.table import register
 from jaxseg.models.vgg import VGG16
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -113,6 +114,7 @@ class LinearAsConv(nn.Module):
         return y + bias.astype(self.dtype)
 
 
+@register("fcn_vgg16")
 class FCNVGG16(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], {}).
 

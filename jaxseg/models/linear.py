@@ -6,7 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models.table import register
 
+
+@register("linear")
 class PixelLinear(nn.Module):
     """x: f32[B,H,W,C] -> (logits f32[B,H,W,num_classes], aux {}); sees one pixel at a time."""
 

@@ -33,6 +33,7 @@ from jaxseg.models import layers
 from jaxseg.models.layers import ATROUS_IMPLS, Conv, _check, batch_norm, resize
 from jaxseg.models.mobilenetv2 import MobileNetV2
 from jaxseg.models.mobilenetv3 import imagenet_to_backbone
+from jaxseg.models.table import register
 
 RATES = (3, 6, 9)
 WIDTH = 96
@@ -84,6 +85,7 @@ class DASPPBranch(nn.Module):
         return nn.relu(batch_norm(train, dt, name="bn1")(x))
 
 
+@register("liteseg")
 class LiteSeg(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxseg.models.layers import Conv, batch_norm, resize, torch_default_init
 from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone
+from jaxseg.models.table import register
 
 
 class LRASPPHead(nn.Module):
@@ -42,6 +43,7 @@ class LRASPPHead(nn.Module):
         )(x)
 
 
+@register("lraspp")
 class LRASPP(nn.Module):
     """x: f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {}).
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 
 BINS = (1, 2, 3, 6)
 
@@ -51,6 +52,7 @@ class PyramidPooling(nn.Module):
         return jnp.concatenate(out, axis=-1)
 
 
+@register("pspnet")
 class PSPNet(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux).
 

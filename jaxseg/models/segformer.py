@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxseg.models.layers import Conv, batch_norm, resize
 from jaxseg.models.mit import MixVisionTransformer, check_backbone
+from jaxseg.models.table import register
 
 DECODER_DIMS = {
     "mit_b0": 256,
@@ -100,6 +101,7 @@ class SegFormerHead(nn.Module):
         )(x)
 
 
+@register("segformer")
 class SegFormer(nn.Module):
     """x f32[B,H,W,3] (any H, W >= 29) -> (logits f32[B,H,W,num_classes], {}).
 

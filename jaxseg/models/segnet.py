@@ -17,12 +17,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.table import register
 from jaxseg.models.vgg import VGG16
 
 # Output widths of the decoder convs for blocks 5..1; the last one is the classifier.
 DECODER_WIDTHS = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64, None))
 
 
+@register("segnet")
 class SegNet(nn.Module):
     """x f32[B,H,W,3] (any H, W: padded to a multiple of 32 inside, logits cropped back)
     -> (logits f32[B,H,W,num_classes], {}).

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxseg.models.layers import Conv, ConvBN, resize, torch_default_init
 from jaxseg.models.resnet import ResNet
+from jaxseg.models.table import register
 
 STRIDES = (4, 8, 16, 32)
 
@@ -103,6 +104,7 @@ class FPNHead(nn.Module):
         )(out)
 
 
+@register("semantic_fpn")
 class SemanticFPN(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], {}).
 

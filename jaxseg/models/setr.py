@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.layers import Conv, ConvBN, resize, torch_default_init
+from jaxseg.models.table import register
 from jaxseg.models.vit import VARIANTS, VisionTransformer, check_backbone
 
 DECODERS = ("naive", "pup", "mla")
@@ -116,6 +117,7 @@ class MLAHead(nn.Module):
         return _classifier(self.num_classes, self.dtype, "conv_seg")(jnp.concatenate(outs, -1))
 
 
+@register("setr")
 class SETR(nn.Module):
     """x f32[B,H,W,3] (any H, W; padded to multiples of 16 inside) ->
     (logits f32[B,H,W,num_classes], aux {"aux0", ...: f32[B,H,W,num_classes]} when

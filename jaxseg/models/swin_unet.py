@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxseg.models.layers import Conv
 from jaxseg.models.swin import TORCH_RENAMES, VARIANTS, SwinBlock, SwinTransformer, check_backbone
+from jaxseg.models.table import register
 
 DEPTHS = (2, 2, 2, 2)  # the official Swin-Unet config's encoder and decoder depths
 DROP_PATH = 0.2
@@ -54,6 +55,7 @@ class PatchExpand(nn.Module):
         return nn.LayerNorm(1e-5, dtype=self.dtype, name="norm")(x)
 
 
+@register("swin_unet")
 class SwinUNet(nn.Module):
     """x f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], {}).
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.layers import Conv, ConvBN, resize
+from jaxseg.models.table import register
 from jaxseg.models.vit import TORCH_RENAMES, VisionTransformer
 
 DECODER_CHANNELS = (256, 128, 64, 16)
@@ -54,6 +55,7 @@ class DecoderBlock(nn.Module):
         return ConvBN(self.features, 3, dtype=self.dtype, name="conv2")(x, train)
 
 
+@register("transunet")
 class TransUNet(nn.Module):
     """x f32[B,H,W,3] (any H, W; padded to multiples of 16 inside) ->
     (logits f32[B,H,W,num_classes], {}).

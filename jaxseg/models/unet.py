@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.layers import ConvTranspose2x2, resize
+from jaxseg.models.table import register
 
 
 class DoubleConv(nn.Module):
@@ -33,6 +34,7 @@ class DoubleConv(nn.Module):
         return x
 
 
+@register("unet")
 class UNet(nn.Module):
     """x: f32[B,H,W,C] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
 
