@@ -309,7 +309,18 @@ def unknown_key(key: str, config: ml_collections.ConfigDict) -> ConfigError:
     why = ""
     if section in PART_OF and section in config and "." in key:
         kind, field = PART_OF[section]
-        why = f": {kind} {config[section][field]!r} does not take it"
+        name = config[section][field]
+        built = model_section if section == "model" else data_section
+        try:
+            stale = set(config[section]) != set(built(name))
+        except ConfigError:
+            stale = False
+        why = f": {kind} {name!r} does not take it"
+        if stale:  # an experiment set model.name = ... on a section built for another part
+            why = (
+                f": the {section} section was built for another {kind} than {name!r}; start "
+                f"from base_config({section}={name!r})"
+            )
     elif section == "loss" and key.count(".") >= 1 and key.split(".")[1] in losses.LOSSES:
         why = f": {key.split('.')[1]!r} is not in loss.terms or has no such option"
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)

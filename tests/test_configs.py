@@ -129,3 +129,57 @@ def test_from_json_names_unknown_keys_and_wrong_types():
     text["total_steps"] = "many"
     with pytest.raises(configs.ConfigError, match="total_steps"):
         configs.from_json(json.dumps(text))
+
+
+def test_sections_hold_only_the_chosen_parts_options():
+    c = configs.base_config(model="unet", data="shapes")
+    assert "backbone" not in c.model and "output_stride" not in c.model
+    assert "root" not in c.data and "tfds_name" not in c.data
+    assert (c.data.num_train, c.data.num_val) == (10_000, 200)  # the shapes builder's defaults
+    folder = configs.base_config(data="folder").data
+    assert folder.root == "" and folder.split_ratio == 0.8 and "num_val" not in folder
+    assert configs.base_config(loss=(("ohem", 1.0),)).loss.ohem.to_dict() == {
+        "thresh": 0.7,
+        "min_kept": 100000,
+    }
+    assert "ce" not in configs.base_config(loss=(("dice", 1.0),)).loss
+
+
+def test_another_part_on_the_command_line_rebuilds_its_section():
+    """deeplab.py sets model.backbone=resnet50 and output_stride=16 on deeplabv3plus: a new
+    model keeps what it also takes, drops the rest; a new dataset gets its own fields and the
+    other overrides of that section apply to it."""
+    deeplab = os.path.join(ROOT, "experiments", "deeplab.py")
+    c = cli.load_experiment(
+        f"{deeplab}:quick",
+        "--config.data.root=/data/x",  # before the dataset that takes it: order is free
+        "--config.data.name=folder",
+        "--config.model.name=fcn",
+        "--config.data.class_names=('a', 'b')",
+    )
+    assert c.model.to_dict() == {
+        "name": "fcn",
+        "backbone": "resnet18",  # quick's setting, which fcn takes too
+        "aux_head": False,
+        "atrous_impl": "plain",
+        "pretrained": "",
+    }
+    assert c.data.name == "folder" and c.data.root == "/data/x"
+    assert c.data.class_names == ("a", "b") and "num_val" not in c.data
+    assert c.data.image_size == (64, 64)  # the pipeline's fields stay
+    c = cli.load_experiment(UNET, "--config.loss.terms=(('ce', 1.0), ('ohem', 0.5))")
+    assert c.loss.ohem.thresh == 0.7 and c.loss.ce.label_smoothing == 0.0
+
+
+def test_experiment_file_mistake_is_one_line_naming_file_and_key(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from jaxseg.configs import base_config\n\n\ndef get_config(arg=None):\n"
+        "    c = base_config(model='unet')\n    c.model.backbone = 'resnet18'\n    return c\n"
+    )
+    with pytest.raises(configs.ConfigError) as info:
+        cli.load_experiment(str(bad))
+    message = str(info.value)
+    assert message.startswith(f"{bad}:6: unknown config key 'model.backbone'"), message
+    assert "model 'unet' does not take it" in message and "\n" not in message
+    assert len(message) < 300, message

@@ -176,17 +176,24 @@ def test_every_model_has_an_experiment():
     assert set(MODELS) <= names, sorted(set(MODELS) - names)
 
 
-def test_module_defaults_are_base_configs():
-    """One source of truth: a model field that base_config() declares defaults to base
-    config's value, unless base_config defers to the model (recipe.MODEL_DEFAULT)."""
-    import dataclasses
-
-    base = configs.base_config().model
-    checked = 0
+def test_model_section_is_the_models_own_fields():
+    """base_config(model=NAME).model holds exactly NAME's options (its dataclass fields but
+    num_classes and dtype) at the module's defaults, and the weights file: nothing of
+    another model (the unet section has no backbone; DeepLabV3+'s output stride is 16)."""
+    unet = configs.base_config(model="unet").model
+    assert "backbone" not in unet and "output_stride" not in unet
+    assert sorted(unet) == [
+        "base_width",
+        "depth",
+        "name",
+        "pretrained",
+        "transpose_impl",
+        "up_mode",
+    ]
+    assert (unet.base_width, unet.depth, unet.up_mode) == (64, 4, "transpose")
+    dlv3p = configs.base_config(model="deeplabv3plus").model
+    assert (dlv3p.backbone, dlv3p.output_stride, dlv3p.separable) == ("resnet50", 16, False)
     for name, module in MODELS.items():
-        for field in dataclasses.fields(module):
-            if field.name not in base or field.name in ("name", *recipe.MODEL_DEFAULT):
-                continue
-            assert field.default == base[field.name], (name, field.name)
-            checked += 1
-    assert checked >= 20  # the walk saw the fields
+        section = configs.base_config(model=name).model
+        fields = {f for f in module.__dataclass_fields__ if f not in ("parent", "name")}
+        assert set(section) == (fields - {"num_classes", "dtype"}) | {"name", "pretrained"}, name
