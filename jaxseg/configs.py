@@ -322,7 +322,10 @@ def unknown_key(key: str, config: ml_collections.ConfigDict) -> ConfigError:
                 f"from base_config({section}={name!r})"
             )
     elif section == "loss" and key.count(".") >= 1 and key.split(".")[1] in losses.LOSSES:
-        why = f": {key.split('.')[1]!r} is not in loss.terms or has no such option"
+        term = key.split(".")[1]
+        why = f": loss {term!r} does not take it"
+        if term not in config.loss:
+            why = f": {term!r} is not in loss.terms {tuple(n for n, _ in config.loss.terms)}"
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     if not close:  # fall back on the fields of the same section
         close = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]][:6]

@@ -6,6 +6,7 @@ sees remote paths (no os.path, no bare open would reach them) while the bytes la
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -59,7 +60,8 @@ def test_run_files_lock_and_changes_on_a_remote_workdir(bucket):
     config = cli.load_experiment(
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "unet.py")
     )
-    run_files.write(workdir, config, ("a", "b", "c", "d", "e"))
+    source = types.SimpleNamespace(class_names=("a", "b", "c", "d", "e"))  # palette: default
+    run_files.write(workdir, config, source)
     assert (bucket / "run" / "config.json").is_file()
     assert run_files.read_config(workdir).to_dict() == config.to_dict()
     assert run_files.read_dataset(workdir)["class_names"] == ("a", "b", "c", "d", "e")

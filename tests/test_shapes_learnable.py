@@ -22,7 +22,6 @@ def test_per_pixel_linear_model_stays_below_half_miou(tmp_path):
     scores = _run(
         tmp_path,
         "--config.model.name=linear",
-        "--config.model.base_width=64",  # linear takes no width: back to the default
         "--config.total_steps=300",
         "--config.optim.lr=0.01",
         "--config.eval_every=0",

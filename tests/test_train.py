@@ -261,9 +261,10 @@ def test_loss_terms_and_computed_class_weights(tmp_path):
 
 def test_unknown_loss_name_is_rejected(tmp_path):
     unet = os.path.join(ROOT, "experiments", "unet.py")
-    config = _config(f"{unet}:quick", *TINY, "--config.loss.terms=(('dcie', 1.0),)")
-    with pytest.raises(ValueError, match=r"\['dcie'\]; valid: .*dice"):
-        train_and_evaluate(config, str(tmp_path))
+    # Refused as the command line is read, before a run directory is touched.
+    with pytest.raises(configs.ConfigError, match=r"\['dcie'\]; valid: .*dice"):
+        _config(f"{unet}:quick", *TINY, "--config.loss.terms=(('dcie', 1.0),)")
+    assert not os.listdir(tmp_path)
 
 
 class _TwoHeads(nn.Module):
