@@ -51,7 +51,7 @@ import jaxlib
 import numpy as np
 from absl import flags
 
-from jaxseg import aot, cli, configs, inference, recipe, sharding
+from jaxseg import aot, cli, config_checks, configs, inference, losses, recipe, sharding
 from jaxseg.data import throughput
 from jaxseg.device_stats import flops_of, peak_memory_bytes, peak_tflops
 from jaxseg.state import count_params, create_train_state
@@ -197,7 +197,8 @@ def benchmark_step(
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     data = config.data
     dtype = configs.compute_dtype(config.dtype)
-    model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
+    schedule, tx = recipe.optimizer(config)
+    model = recipe.build_model(config, num_classes)
     _, step_rng = jax.random.split(jax.random.key(config.seed))
     # Initial values do not change step times; rbg draws from the same initializers and
     # compiles several times faster than threefry on CPU (8 s against 29 s for a tiny U-Net).
@@ -322,7 +323,8 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
     mesh = sharding.make_mesh(devices)
     sharding.check_batch_size(config.batch_size, mesh)
     replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    model, schedule, tx = recipe.model_and_optimizer(config, num_classes)
+    schedule, tx = recipe.optimizer(config)
+    model = recipe.build_model(config, num_classes)
     size = tuple(config.data.image_size)
     # Shapes only: nothing is allocated, on this host or on the slice.
     init = functools.partial(create_train_state, model, tx, image_shape=(*size, 3))
@@ -332,7 +334,7 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
         batch=1,
         size=size,
         num_classes=num_classes,
-        distance=recipe.uses_distance_maps(config),
+        distance=losses.needs_distance(config.loss.terms),
         canvas=device_canvas(config, mode, with_data=False),
     )
     batch = {
@@ -500,7 +502,7 @@ def main(argv=None) -> dict | None:
             config.data.image_size = _size(fv.size)
         if fv.dtype is not None:
             config.dtype = "bfloat16" if fv.dtype.startswith("bf") else "float32"
-        recipe.check_options(config)
+        config_checks.check_options(config)
     except (configs.ConfigError, ValueError) as e:
         cli.fail("jaxseg.benchmark", str(e))
     if fv.aot and jax.config.jax_platforms != "cpu":

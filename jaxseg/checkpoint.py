@@ -120,9 +120,10 @@ def wait(manager) -> None:
 
 
 def restore_latest(manager, state, data_iterator, *, log=print):
-    """(state, step) from the newest checkpoint that restores, or (state, 0) when none.
+    """(state, step) from the newest checkpoint that restores, or (None, 0) when there is none.
 
-    `state` is the freshly initialised state: its shapes and shardings are the target.
+    `state`: the target's shapes and shardings (arrays, or jax.ShapeDtypeStructs with
+    shardings: then no state is allocated before the restore).
     The data iterator is restored in place. Newer steps that fail to restore while an older
     one restores are damaged (a file truncated or deleted inside them): each is moved to
     <workdir>/damaged_checkpoints/ with a warning naming it, so its step can be saved again.
@@ -160,7 +161,7 @@ def restore_latest(manager, state, data_iterator, *, log=print):
         return restored["state"], step
     if failed:
         raise failed[0][1]
-    return state, 0
+    return None, 0
 
 
 def restore_log(manager, step: int) -> dict | None:

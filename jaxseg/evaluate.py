@@ -27,7 +27,7 @@ import sys
 import jax
 from absl import flags
 
-from jaxseg import cli, configs, metrics, recipe, sharding, visualize
+from jaxseg import cli, config_checks, configs, evaluation, metrics, recipe, sharding, visualize
 from jaxseg import workdir as run_files
 
 FIXED_DATA = ("data.mean", "data.std")  # part of the trained model
@@ -48,7 +48,7 @@ def evaluate_run(
     fixed = [k for k in overrides or {} if k in FIXED_DATA]
     if fixed:
         raise configs.ConfigError(f"--config.{fixed[0]} belongs to the trained model")
-    config = recipe.trained_config(workdir, overrides)
+    config = config_checks.trained_config(workdir, overrides)
     labels = run_files.read_dataset(workdir)
     class_names = labels["class_names"]
     mesh = sharding.make_mesh()
@@ -72,7 +72,7 @@ def evaluate_run(
         donate_argnums=2,
     )
     timing = {}
-    scores = recipe.evaluate(
+    scores = evaluation.evaluate(
         eval_fn, variables, config, source, mesh, progress=progress, timing=timing
     )
 

@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from jaxseg import cli, configs, inference, recipe, sharding
+from jaxseg import cli, config_checks, configs, inference, recipe, sharding
 from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
-ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
+ALLOWED = config_checks.INFERENCE_FIELDS  # --config.* keys that act here
 ARTIFACT = "model.jaxexport"
 PARAMS = "params.npz"
 OUTPUT_MEANING = {

@@ -574,6 +574,12 @@ def takes(name: str, keyword: str) -> bool:
     return keyword in inspect.signature(fn).parameters
 
 
+def needs_distance(terms) -> bool:
+    """Whether a term of `terms` ((name, weight) pairs) takes the boundary distance maps
+    that the host pipeline makes after augmentation."""
+    return any(takes(str(name), "distance") for name, _ in terms)
+
+
 def combined_loss(
     logits: jax.Array,
     labels: jax.Array,

@@ -39,11 +39,11 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from jaxseg import cli, configs, recipe, sharding, visualize, writer
+from jaxseg import cli, config_checks, configs, sharding, visualize, writer
 from jaxseg.data import images as image_io
 
 JSONL = "predictions.jsonl"
-ALLOWED = recipe.INFERENCE_FIELDS  # --config.* keys that act here
+ALLOWED = config_checks.INFERENCE_FIELDS  # --config.* keys that act here
 # The image size limit where the run's dataset has none (Pillow's MAX_IMAGE_PIXELS default).
 MAX_PIXELS = 89_478_485
 

@@ -9,16 +9,18 @@ augmentation) are refused here, naming the field, when the switch leaves them of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg import augment, checkpoint, configs, inference, losses, metrics, sharding, steps, writer
+from jaxseg import augment, checkpoint, config_checks, configs, inference, losses, sharding, steps
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.class_weights import image_classes
@@ -29,126 +31,7 @@ from jaxseg.data.pipeline import sampling_probabilities
 from jaxseg.data.pipeline import train_iterator as _train_iterator
 from jaxseg.models import build_model as _build_model
 from jaxseg.optim import make_optimizer, make_schedule
-
-SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
-# The eval.* fields that shape inference itself (predict, export, the Segmenter API).
-INFERENCE_FIELDS = tuple(f"eval.{k}" for k in ("mode", *SLIDE_FIELDS, "scales", "flip", "crf"))
-AUGMENT_BACKENDS = ("host", "device")
-
-
-def check_options(config: ml_collections.ConfigDict) -> None:
-    """Refuses, with ConfigError naming the field, an option that would not act: slide or
-    CRF settings that their switch leaves off, host-only or device-only augmentation on the
-    other backend, class weights without a term that takes them. (Model, dataset and loss
-    options need no check: the config has only those the chosen parts take.)"""
-    configs.check_types(config)
-    _check_augment(config)
-    _check_loss(config.loss)
-    optimizer(config)  # names an unknown optim.name or optim.schedule
-    defaults = configs.base_config().eval
-    if config.eval.mode == "whole":
-        unused = [k for k in SLIDE_FIELDS if config.eval[k] != defaults[k]]
-        if unused:
-            raise configs.ConfigError(
-                f"eval.{unused[0]} is set but eval.mode is 'whole'; set eval.mode=slide"
-            )
-    if not config.eval.crf.enabled:
-        unused = [k for k, v in configs.crf_defaults().items() if config.eval.crf[k] != v]
-        if unused:
-            raise configs.ConfigError(
-                f"eval.crf.{unused[0]} is set but eval.crf.enabled is False; "
-                "set eval.crf.enabled=True"
-            )
-    inference_settings(config)  # names an invalid eval value before anything is built
-
-
-def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
-    """config with {dotted key: value} set: model.name, data.name and loss.terms first (each
-    rebuilds its section, jaxseg.configs.rebuild), then the rest, each typed against the
-    field it sets (a wrong type or unknown key raises ConfigError naming it)."""
-    overrides = dict(overrides)
-    chosen = {
-        arg: overrides.pop(key)
-        for key, arg in (("model.name", "model"), ("data.name", "data"), ("loss.terms", "terms"))
-        if key in overrides
-    }
-    config = configs.rebuild(config, **chosen) if chosen else config.copy_and_resolve_references()
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        try:
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        except (AttributeError, KeyError):
-            raise configs.unknown_key(key, config) from None
-        except TypeError:
-            raise configs.ConfigError(
-                f"config key {key!r} needs a {type(node[leaf]).__name__} like {node[leaf]!r}, "
-                f"got {value!r}"
-            ) from None
-    config.lock()
-    return config
-
-
-def trained_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """A run's saved config.json with {dotted key: value} overrides applied and checked
-    (types, and options that would not act)."""
-    config = with_overrides(run_files.read_config(workdir), overrides or {})
-    check_options(config)
-    return config
-
-
-def _check_augment(config) -> None:
-    """Augmentation and sampling options: each must act where it is set."""
-    aug = config.augment
-    if aug.backend not in AUGMENT_BACKENDS:
-        raise configs.ConfigError(
-            f"augment.backend={aug.backend!r} is unknown; valid: {', '.join(AUGMENT_BACKENDS)}"
-        )
-    if aug.elastic_grid < 2:
-        raise configs.ConfigError(f"augment.elastic_grid={aug.elastic_grid} needs 2 or more")
-    if aug.elastic_grid != configs.base_config().augment.elastic_grid and not aug.elastic_sigma:
-        raise configs.ConfigError(
-            "augment.elastic_grid is set but augment.elastic_sigma is 0 (off)"
-        )
-    if not 0.0 <= config.loader.repeat_threshold <= 1.0:
-        raise configs.ConfigError(
-            f"loader.repeat_threshold={config.loader.repeat_threshold} is a share of images, "
-            "in [0, 1]"
-        )
-    if config.loader.num_workers < -1:
-        raise configs.ConfigError(
-            f"loader.num_workers={config.loader.num_workers}: 0 or more, or -1 (auto)"
-        )
-    if aug.backend == "host":
-        if aug.canvas_size:
-            raise configs.ConfigError(
-                "augment.canvas_size is set but augment.backend is 'host'; set backend=device"
-            )
-        return
-    if aug.cat_max_ratio < 1.0:
-        raise configs.ConfigError(
-            "augment.cat_max_ratio redraws crops on the host; with augment.backend='device' "
-            "leave it at 1.0"
-        )
-    if uses_distance_maps(config):
-        raise configs.ConfigError(
-            "the boundary loss's distance maps are made on the host after augmentation; "
-            "use augment.backend='host' with it"
-        )
-
-
-def _check_loss(loss) -> None:
-    """Class weights need a term that takes them."""
-    names = [str(name) for name, _ in configs.loss_terms(loss.terms)]
-    weighted = [n for n in names if losses.takes(n, "class_weights")]
-    if (loss.class_weights or loss.class_weight_method) and not weighted:
-        raise configs.ConfigError(
-            f"class weights act on the terms that take them (ce, ohem, topk, ...), and "
-            f"loss.terms {tuple(names)} has none of them"
-        )
-
+from jaxseg.state import create_train_state
 
 # --------------------------------------------------------------------------------- data
 
@@ -194,11 +77,6 @@ def augment_options(config: ml_collections.ConfigDict) -> dict:
     return options | {"crop_size": tuple(config.data.image_size)}
 
 
-def uses_distance_maps(config) -> bool:
-    """Whether a loss term takes the boundary distance maps the host pipeline makes."""
-    return any(losses.takes(name, "distance") for name, _ in config.loss.terms)
-
-
 def canvas_size(config, source) -> tuple[int, int]:
     """augment.canvas_size, or the size of the first training example."""
     if config.augment.canvas_size:
@@ -240,7 +118,7 @@ def train_iterator(
         num_classes=num_classes,
         ignore_index=data.ignore_index,
         **({} if device else augment_options(config)),
-        distance_maps=uses_distance_maps(config),
+        distance_maps=losses.needs_distance(config.loss.terms),
         invalid_to_ignore=data.invalid_to_ignore,
         num_workers=worker_count(config, workdir) if num_workers is None else num_workers,
         read_threads=loader.read_threads,
@@ -356,12 +234,6 @@ def optimizer(config):
     return schedule, tx
 
 
-def model_and_optimizer(config, num_classes: int):
-    """(model, lr schedule, optax transformation) as config.model and config.optim say."""
-    schedule, tx = optimizer(config)
-    return build_model(config, num_classes), schedule, tx
-
-
 # ---------------------------------------------------------------------------- step partials
 
 
@@ -443,56 +315,6 @@ def eval_step(config, model, num_classes: int, mesh):
     )
 
 
-def evaluate(
-    eval_fn, variables, config, source, mesh, *, progress: bool = False, timing: dict | None = None
-) -> dict:
-    """Scores of jaxseg.metrics over the whole split, from counts summed on device.
-
-    eval_fn: the jitted eval_step partial; variables: {"params", "batch_stats"}, replicated.
-    timing: a dict to receive "seconds" (the whole loop), "images_per_s" (after the first
-    batch, which compiles, when there are several) and "input_stall": the share of that time
-    the device waited for the next batch (each batch is then waited for, so the device is
-    idle exactly while the host fetches and transfers the next one).
-    """
-    num_classes = len(source.class_names)
-    local_batch = sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-    totals = jax.device_put(
-        steps.empty_totals(num_classes, config.eval.calibration_bins), sharding.replicated(mesh)
-    )
-    batches = eval_batches(config, source, local_batch)
-    total = -(-len(source) // config.eval.batch_size)
-    start = time.perf_counter()
-    first = None  # (time, images) when the first batch is done
-    waited, done = 0.0, None  # time in next() + transfer after the first batch; last finish
-    bar = writer.Bar(batches, total=total, desc="evaluate", unit="batch", disable=not progress)
-    for batch in bar:
-        global_batch = sharding.to_global(batch, mesh)
-        if done is not None:
-            waited += time.perf_counter() - done
-        totals = eval_fn(variables, global_batch, totals)
-        if timing is not None:
-            jax.block_until_ready(totals)
-            done = time.perf_counter()
-            if first is None:
-                first = (done, int(batch["valid"].sum()) * jax.process_count())
-    totals = jax.device_get(totals)
-    if timing is not None:
-        end = time.perf_counter()
-        timed = (
-            (end - first[0], len(source) - first[1]) if total > 1 else (end - start, len(source))
-        )
-        timing |= {
-            "seconds": end - start,
-            "images_per_s": timed[1] / max(timed[0], 1e-9),
-            "input_stall": waited / max(end - first[0], 1e-9) if total > 1 else None,
-        }
-    return metrics.scores(
-        np.asarray(totals["confusion"], np.int64),
-        boundary=np.asarray(totals["boundary"], np.int64),
-        calibration=np.asarray(totals["calibration"], np.float64),
-    )
-
-
 def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dict, int]:
     """({"params", "batch_stats"} replicated over mesh, step) of checkpoint `which` ("latest",
     "best" or a step) of the run in workdir `path`; no optimizer state is read."""
@@ -508,3 +330,79 @@ def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dic
     )
     step = checkpoint.choose_step(path, str(which))
     return checkpoint.restore_variables(path, step, target), step
+
+
+# ------------------------------------------------------------------------------- the build
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What a run is made of, each decided once (by build) from the config.
+
+    config: the config with loader.num_workers resolved (as the run saves it).
+    train_step / eval_step: steps.train_step / steps.eval_step partials; jit them with the
+    batch split over the data axis (train: state donated; eval: totals donated).
+    init_state: rng -> TrainState (jit it with out_shardings=abstract_state's shardings).
+    abstract_state: the TrainState's ShapeDtypeStructs, replicated over the mesh: the
+    target of a restore, no array allocated.
+    """
+
+    config: ml_collections.ConfigDict
+    train_source: Any
+    val_source: Any
+    class_names: tuple[str, ...]
+    model: Any
+    schedule: Any
+    tx: Any
+    class_weights: jax.Array | None
+    augment: augment.Options | None
+    inference: inference.Settings
+    train_step: Callable
+    eval_step: Callable
+    init_state: Callable
+    abstract_state: Any
+
+
+def build(config, *, mesh, workdir: str | None = None, progress: bool = False) -> Parts:
+    """The Parts of the run config describes on mesh, validated as they are built: an option
+    that would not act or a value a part refuses raises ConfigError naming its key, before
+    anything is written. workdir: the run's (the worker count it started with; the class
+    weight cache)."""
+    config_checks.check_options(config)
+    try:
+        sharding.check_batch_size(config.batch_size, mesh)
+        sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+    except ValueError as e:
+        raise configs.ConfigError(str(e)) from None
+    schedule, tx = optimizer(config)
+    settings = inference_settings(config, mesh.devices.size)
+    config = config.copy_and_resolve_references()
+    config.loader.num_workers = worker_count(config, workdir)
+    train_source, val_source = make_source(config, "train"), make_source(config, "val")
+    class_names = tuple(train_source.class_names)
+    model = build_model(config, len(class_names))
+    init_state = functools.partial(
+        create_train_state, model, tx, image_shape=(*config.data.image_size, 3)
+    )
+    replicated = sharding.replicated(mesh)
+    abstract_state = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+        jax.eval_shape(init_state, jax.random.key(0)),  # tx.init refuses a bad head_lr_mult
+    )
+    weights = class_weights(config, train_source, workdir=workdir, progress=progress)
+    return Parts(
+        config=config,
+        train_source=train_source,
+        val_source=val_source,
+        class_names=class_names,
+        model=model,
+        schedule=schedule,
+        tx=tx,
+        class_weights=weights,
+        augment=device_augment(config),
+        inference=settings,
+        train_step=train_step(config, model, tx, schedule, weights),
+        eval_step=eval_step(config, model, len(class_names), mesh),
+        init_state=init_state,
+        abstract_state=abstract_state,
+    )

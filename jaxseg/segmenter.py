@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from jaxseg import configs, inference, recipe, sharding, visualize
+from jaxseg import config_checks, configs, inference, recipe, sharding, visualize
 from jaxseg import workdir as run_files
 
 OUTPUTS = ("labels", "probs", "logits")
@@ -102,16 +102,16 @@ class Segmenter:
 
         overrides: {"eval.mode": "slide", ...} on top of the saved config; or per section,
         e.g. eval={"mode": "slide", "crop_size": (256, 256)}: the inference settings
-        (recipe.INFERENCE_FIELDS) may change, nothing else.
+        (config_checks.INFERENCE_FIELDS) may change, nothing else.
         """
         changes = dict(overrides or {})
         for section, values in sections.items():
             changes |= {f"{section}.{k}": v for k, v in values.items()}
-        bad = [k for k in changes if k not in recipe.INFERENCE_FIELDS]
+        bad = [k for k in changes if k not in config_checks.INFERENCE_FIELDS]
         if bad:
-            takes = ", ".join(recipe.INFERENCE_FIELDS)
+            takes = ", ".join(config_checks.INFERENCE_FIELDS)
             raise configs.ConfigError(f"{bad[0]} does not act on a Segmenter; it takes {takes}")
-        config = recipe.trained_config(path, changes)
+        config = config_checks.trained_config(path, changes)
         labels = run_files.read_dataset(path)
         model = recipe.build_model(config, len(labels["class_names"]))
         mesh = sharding.make_mesh(jax.local_devices())

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import cli, configs, recipe, steps
+from jaxseg import cli, configs, recipe, sharding, steps
 from jaxseg.optim import make_optimizer
 from jaxseg.state import create_train_state
 from jaxseg.train import train_and_evaluate
@@ -137,16 +137,20 @@ def test_head_lr_mult_refuses_parameters_without_a_backbone_subtree():
             ["--config.optim.accumulate_steps=3", "--config.total_steps=100"],
             "optim.accumulate_steps=3 does not divide total_steps=100",
         ),
-        (["--config.optim.head_lr_mult=10.0"], "model 'linear' has no backbone/head split"),
+        (["--config.optim.head_lr_mult=10.0"], "parameters have no 'backbone' subtree"),
         (["--config.optim.head_lr_mult=0.0"], "optim.head_lr_mult=0.0 must be positive"),
-        (["--config.model.decoder=mla"], "model.decoder is set but model 'linear' does not"),
-        (["--config.model.pretrain_size=384"], "model.pretrain_size is set but model 'linear'"),
     ],
 )
-def test_options_that_would_not_act_are_refused(overrides, says):
+def test_options_that_would_not_act_are_refused_as_the_run_is_built(overrides, says):
     config = cli.load_experiment(f"{LINEAR}:quick", *overrides)
     with pytest.raises(configs.ConfigError, match=says):
-        recipe.check_options(config)
+        recipe.build(config, mesh=sharding.make_mesh(jax.devices()[:1]))
+
+
+@pytest.mark.parametrize("key", ["model.decoder=mla", "model.pretrain_size=384"])
+def test_options_of_other_models_are_refused_as_the_command_line_is_read(key):
+    with pytest.raises(configs.ConfigError, match="model 'linear' does not take it"):
+        cli.load_experiment(f"{LINEAR}:quick", f"--config.{key}")
 
 
 def test_resume_mid_accumulation_is_bit_identical(tmp_path):

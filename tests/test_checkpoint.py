@@ -46,6 +46,21 @@ def test_restore_latest_restores_iterator_and_state(tmp_path):
     manager.close()
 
 
+def test_restore_latest_into_an_abstract_target_and_none_when_empty(tmp_path):
+    state = _state(0)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    empty = checkpoint.make_manager(str(tmp_path / "empty"))
+    assert checkpoint.restore_latest(empty, abstract, _iterator()) == (None, 0)
+    empty.close()
+    manager = checkpoint.make_manager(str(tmp_path / "full"))
+    checkpoint.save(manager, 3, state, _iterator())
+    manager.wait_until_finished()
+    restored, step = checkpoint.restore_latest(manager, abstract, _iterator())
+    assert step == 3
+    jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
+    manager.close()
+
+
 def test_init_from_loads_weights_only(tmp_path):
     trained = _state(0)
     trained = trained.replace(step=trained.step + 5)

@@ -200,15 +200,15 @@ def test_device_path_trains_and_resumes_exactly(tmp_path):
     ],
 )
 def test_augmentation_options_that_would_not_act_are_refused(override, message):
-    from jaxseg import recipe
+    from jaxseg import config_checks
 
     config = cli.load_experiment(os.path.join(ROOT, "experiments", "unet.py"), override)
     with pytest.raises(configs.ConfigError, match=message):
-        recipe.check_options(config)
+        config_checks.check_options(config)
     config = cli.load_experiment(
         os.path.join(ROOT, "experiments", "unet.py"),
         "--config.augment.backend=device",
         "--config.augment.cat_max_ratio=0.75",
     )
     with pytest.raises(configs.ConfigError, match="cat_max_ratio redraws crops on the host"):
-        recipe.check_options(config)
+        config_checks.check_options(config)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxseg import cli, configs, evaluate, export, recipe, sharding
+from jaxseg import cli, config_checks, configs, evaluate, export, recipe, sharding
 from jaxseg import workdir as run_files
 from jaxseg.crf import CRFParams
 from jaxseg.segmenter import Segmenter
@@ -18,16 +18,16 @@ UNET = os.path.join(ROOT, "experiments", "unet.py") + ":quick"
 
 
 def test_defaults_are_deeplab_largefov_and_off():
-    ev = configs.base_config().eval
-    assert ev.crf is False
+    crf = configs.base_config().eval.crf
+    assert crf.enabled is False
     assert (
-        ev.crf_bilateral_weight,
-        ev.crf_bilateral_xy_std,
-        ev.crf_bilateral_rgb_std,
-        ev.crf_spatial_weight,
-        ev.crf_spatial_xy_std,
-        ev.crf_iterations,
-        ev.crf_window,
+        crf.bilateral_weight,
+        crf.bilateral_xy_std,
+        crf.bilateral_rgb_std,
+        crf.spatial_weight,
+        crf.spatial_xy_std,
+        crf.iterations,
+        crf.window,
     ) == (4.0, 121.0, 5.0, 3.0, 3.0, 10, 11)
     assert recipe.inference_settings(cli.load_experiment(UNET)).crf is None
 
@@ -40,13 +40,13 @@ def test_config_reaches_settings_and_every_inference_entry():
         "--config.eval.crf.iterations=3",
         "--config.eval.crf.bilateral_rgb_std=13",
     )
-    recipe.check_options(config)
+    config_checks.check_options(config)
     settings = recipe.inference_settings(config)
     assert settings.crf == CRFParams(4.0, 121.0, 13.0, 3.0, 3.0, iterations=3, window=5)
     assert settings.describe()["crf"]["bilateral_rgb_std"] == 13.0
     # predict, export and the Segmenter API take exactly these keys.
-    assert {"eval.crf", *(f"eval.crf_{k}" for k in CRFParams.__dataclass_fields__)} <= set(
-        recipe.INFERENCE_FIELDS
+    assert {"eval.crf.enabled", *(f"eval.crf.{k}" for k in CRFParams.__dataclass_fields__)} <= set(
+        config_checks.INFERENCE_FIELDS
     )
     # Training's periodic evaluation binds the same settings into its eval step.
     model = recipe.build_model(config, 5)
@@ -56,7 +56,7 @@ def test_config_reaches_settings_and_every_inference_entry():
 
 def test_predict_and_export_take_the_crf(membrane_run, tmp_path):
     workdir, _ = membrane_run
-    crf = {"crf": True, "crf_window": 3, "crf_iterations": 2}
+    crf = {"crf.enabled": True, "crf.window": 3, "crf.iterations": 2}
     seg = Segmenter.from_workdir(workdir, eval=crf)
     assert seg.settings.crf == CRFParams(4.0, 121.0, 5.0, 3.0, 3.0, iterations=2, window=3)
     manifest = export.export_run(
@@ -86,13 +86,15 @@ def test_predict_and_export_take_the_crf(membrane_run, tmp_path):
 def test_invalid_values_are_refused_naming_the_key(override, says):
     config = cli.load_experiment(UNET, "--config.eval.crf.enabled=True", override)
     with pytest.raises(configs.ConfigError, match=says.replace("(", r"\(")):
-        recipe.check_options(config)
+        recipe.inference_settings(config)
 
 
 def test_crf_parameters_without_the_switch_are_refused():
     config = cli.load_experiment(UNET, "--config.eval.crf.iterations=5")
-    with pytest.raises(configs.ConfigError, match="eval.crf.iterations is set but eval.crf is"):
-        recipe.check_options(config)
+    with pytest.raises(
+        configs.ConfigError, match="eval.crf.iterations is set but eval.crf.enabled is False"
+    ):
+        config_checks.check_options(config)
 
 
 def test_eval_crf_changes_freely_on_resume():

@@ -477,7 +477,7 @@ def test_loss_options_act_and_mistakes_are_refused():
 
     import optax
 
-    from jaxseg import configs, recipe
+    from jaxseg import config_checks, configs, recipe
     from jaxseg.models import build_model
     from jaxseg.state import create_train_state
 
@@ -494,7 +494,7 @@ def test_loss_options_act_and_mistakes_are_refused():
 
     def loss_with(*overrides):
         config = cli.load_experiment(unet, "--config.loss.terms=(('focal', 1.0),)", *overrides)
-        recipe.check_options(config)
+        config_checks.check_options(config)
         step = recipe.train_step(
             config, model, optax.identity(), optax.constant_schedule(0.0), None
         )

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import cli, configs, recipe, steps
+from jaxseg import cli, config_checks, configs, recipe, steps
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import count_params, create_train_state
 
@@ -173,7 +173,7 @@ def test_torchvision_parameter_counts(key):
 def test_every_experiment_builds_its_model_full_and_quick(path):
     for arg in ("", ":quick"):
         config = cli.load_experiment(path + arg)
-        recipe.check_options(config)  # every option the experiment sets acts
+        config_checks.check_options(config)  # every option the experiment sets acts
         model = recipe.build_model(config, 5)
         x = jnp.zeros((1, 40, 48, 3))
         variables = jax.eval_shape(lambda m=model, x=x: m.init(jax.random.key(0), x))

@@ -165,7 +165,8 @@ def test_bfloat16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
     # and in f32 without it.
     for dtype, expected in (("bfloat16", jnp.bfloat16), ("float32", jnp.float32)):
         c = _config(f"{unet}:quick", *TINY, f"--config.dtype={dtype}")
-        model, schedule, tx = recipe.model_and_optimizer(c, 5)
+        schedule, tx = recipe.optimizer(c)
+        model = recipe.build_model(c, 5)
         step = recipe.train_step(c, model, tx, schedule, None)
         state = jax.eval_shape(
             lambda m=model, t=tx: create_train_state(m, t, jax.random.key(0), (32, 32, 3))
