@@ -23,6 +23,19 @@ def _loss_options(loss_terms, loss_options, batch) -> dict:
     return options
 
 
+def _plus_aux(loss, head_loss, shape, aux: dict, aux_weights) -> jax.Array:
+    """loss plus each auxiliary head's head_loss scaled by its weight, its logits upsampled
+    (bilinear) to the main logits' shape where a head sits on a coarser stage."""
+    for name, weight in aux_weights:
+        if name not in aux:
+            raise KeyError(f"loss.aux_weights names {name!r}; the model's aux: {sorted(aux)}")
+        aux_logits = aux[name]
+        if aux_logits.shape != shape:
+            aux_logits = jax.image.resize(aux_logits, shape, "bilinear")
+        loss = loss + weight * head_loss(aux_logits.astype(jnp.float32))
+    return loss
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -44,9 +57,8 @@ def train_step(
     """One optimizer step on a global batch.
 
     batch: {"image": u8[B,H,W,C], "mask": i32[B,H,W]} (and "distance": f32[B,H,W,K] for the
-    boundary loss). rng is folded with the step, so
-    a resumed run draws the same randomness. BatchNorm statistics are computed over the
-    whole global batch: under jit the batch is one array, whatever its sharding.
+    boundary loss). rng is folded with the step: a resumed run draws the same randomness.
+    BatchNorm statistics are over the global batch (under jit it is one array).
 
     loss_terms: (name, weight) pairs of jaxseg.losses.LOSSES, summed; loss_options:
     (name, ((keyword, value), ...)) pairs of their options.
@@ -54,9 +66,8 @@ def train_step(
     the input size) get the same loss terms, scaled by the weight.
     keep_stats_if_nonfinite: a non-finite step keeps the old BatchNorm statistics (with an
     optimizer that skips such updates: optim.skip_nonfinite).
-    augment: the batch is the padded canvas of data.augment_on="device" ({"image":
-    u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]}), augmented here first by
-    jaxseg.augment with a key folded from rng and the step.
+    augment: the batch is the padded canvas of augment.backend="device" ({"image":
+    u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]}), augmented here first.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
@@ -82,14 +93,7 @@ def train_step(
             mutable=["batch_stats"],
             rngs={"dropout": dropout_rng},
         )
-        loss = head_loss(logits)
-        for name, weight in aux_weights:
-            if name not in aux:
-                raise KeyError(f"loss.aux_weights names {name!r}; the model's aux: {sorted(aux)}")
-            aux_logits = aux[name]
-            if aux_logits.shape != logits.shape:  # heads on a coarser stage: upsample to input
-                aux_logits = jax.image.resize(aux_logits, logits.shape, "bilinear")
-            loss = loss + weight * head_loss(aux_logits.astype(jnp.float32))
+        loss = _plus_aux(head_loss(logits), head_loss, logits.shape, aux, aux_weights)
         return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -106,13 +110,8 @@ def train_step(
         batch_stats=batch_stats,
         opt_state=opt_state,
     )
-    return new_state, {
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "lr": schedule(state.step),
-        # Read by the host at the log cadence and before saves: no per-step sync.
-        "finite": finite,
-    }
+    # "finite" is read by the host at the log cadence and before saves: no per-step sync.
+    return new_state, dict(loss=loss, grad_norm=grad_norm, lr=schedule(state.step), finite=finite)
 
 
 def eval_step(
