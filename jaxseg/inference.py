@@ -221,8 +221,8 @@ def scores(
 
     variables: {"params", "batch_stats"}. sizes: i32[B,2], each image's own height and
     width inside the canvas (None: all of it). settings: None is Settings(), one whole
-    view. window_sharding: a sharding for the
-    [window_batch, h, w, 3] windows of slide mode (None: as XLA places them).
+    view. window_sharding: a sharding for the [window_batch, h, w, 3] windows of slide mode
+    (None: as XLA places them); whole mode does not use it.
     """
     settings = Settings() if settings is None else settings
     batch, height, width = images.shape[:3]

@@ -144,7 +144,7 @@ def eval_step(
         mean=mean,
         std=std,
         settings=settings,
-        window_sharding=window_sharding if settings.mode == "slide" else None,
+        window_sharding=window_sharding,  # slide mode splits its windows with it
     )
     labels = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
     preds = inference.labels(scores)
