@@ -112,7 +112,10 @@ def flip_rotate_at(image, mask, h=None, v=None, k=None):
     if v is not None:
         image, mask = jnp.where(v, image[::-1], image), jnp.where(v, mask[::-1], mask)
     if k is not None:
-        turns = [lambda a, t=t: jnp.rot90(a, t, axes=(0, 1)) for t in range(4)]
+        # Every branch of a switch has one output shape: a non-square image gets 0 and 180.
+        ts = range(4) if image.shape[0] == image.shape[1] else (0, 2)
+        turns = [lambda a, t=t: jnp.rot90(a, t, axes=(0, 1)) for t in ts]
+        k = k if len(ts) == 4 else k // 2
         image = jax.lax.switch(k, turns, image)
         mask = jax.lax.switch(k, turns, mask)
     return image, mask
