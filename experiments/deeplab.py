@@ -22,14 +22,9 @@ def get_config(arg=None):
     c.model.aux_head = False
     sgd_512(c)  # batch 16, momentum 0.9 and weight decay 1e-4 are base_config's
     if arg == "quick":
-        # What differs from the full recipe, and why: ResNet-18 instead of ResNet-50 (from
-        # scratch, ResNet-50 at 64x64 stays on the all-background plateau for the few
-        # minutes a CPU smoke run has: val mIoU 0.17 after 400 steps, docs/benchmarks.md);
-        # 64x64 `shapes` crops without rescaling, batch 16, 1000 AdamW steps (2e-3, cosine,
-        # 60 warmup) instead of SGD, float32, two evaluations.
-        # Measured on a quiet 2-core machine (docs/benchmarks.md): val mIoU 0.7221 in
-        # 7 min 57 s, compile and both evaluations included (34 img/s). At 1e-3 the same
-        # network needed 1200 steps for 0.7115; on a loaded machine it takes 3-4x longer.
+        # ResNet-18: from scratch, ResNet-50 at 64x64 stays on the all-background plateau
+        # for the few minutes a CPU smoke run has. lr 2e-3 over 1000 steps: 1e-3 needed
+        # more steps for less. What was tried and measured: docs/tuning.md.
         cpu_quick(c, steps=1000, batch=16)
         c.model.backbone = "resnet18"
         c.optim.lr = 2e-3

@@ -9,10 +9,9 @@ flips, batch 3, dropout 0.2, weight decay 1e-4, HeUniform init, then fine-tuning
 images. It differs in: the paper's RMSprop at lr 1e-3 with an exponential decay of 0.995
 per epoch is AdamW 1e-3 with a cosine decay here (the optimizers jaxseg has), and there is
 no separate fine-tuning stage. `quick` is FC-DenseNet56 (dropout and all) on 48x48
-`shapes`, batch 16, 1500 AdamW steps at 3e-3 (cosine, 50 warmup), evaluations at 500, 1000
-and 1500: its full-resolution dense blocks make a step several times dearer than the quick
-U-Net's on a CPU (1.15 s alone on 2 cores). Measured from a fresh clone on an idle 2-core
-machine: val mIoU 0.7545 in 30 min 12 s (docs/benchmarks.md, "FC-DenseNet56 quick").
+`shapes`, smaller than the other quick runs because its full-resolution dense blocks make
+a step several times dearer than the quick U-Net's on a CPU; how it was tuned and what it
+measured: docs/tuning.md.
 """
 
 from jaxseg.configs import base_config

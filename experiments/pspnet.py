@@ -17,12 +17,9 @@ def get_config(arg=None):
     c.loss.aux_weights = (("aux", 0.4),)
     sgd_512(c)
     if arg == "quick":
-        # What differs from the full recipe: ResNet-18 instead of ResNet-50 (from scratch,
-        # ResNet-50 stays on the all-background plateau for the length of a CPU smoke run,
-        # docs/benchmarks.md), 64x64 `shapes` crops without rescaling, batch 16, 800 AdamW
-        # steps (1e-3, cosine, 80 warmup) instead of SGD, float32. Measured
-        # (docs/benchmarks.md): val mIoU 0.5952 in 8 min on 2 nearly quiet cores; 400 steps
-        # ended at 0.4208 (16.7 min at load 7-8), short of the 0.5.
+        # ResNet-18: from scratch, ResNet-50 stays on the all-background plateau for the
+        # length of a CPU smoke run. 800 steps: 400 ended short of val mIoU 0.5. What was
+        # tried and measured: docs/tuning.md.
         cpu_quick(c, steps=800, batch=16)
         c.model.backbone = "resnet18"
     elif arg:

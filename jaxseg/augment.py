@@ -20,29 +20,17 @@ devices and a resumed run draws what an uninterrupted one would.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.data import transforms
+from jaxseg.data import deform
+from jaxseg.data.appearance import BLUR_SIGMA
+from jaxseg.data.augment_spec import AugmentSpec
 
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Static augmentation settings (the data.* fields of the same names)."""
-
-    crop_size: tuple[int, int]
-    scale_range: tuple[float, float] = (1.0, 1.0)
-    hflip: bool = True
-    vflip: bool = False
-    rot90: bool = False
-    elastic_sigma: float = 0.0
-    elastic_grid: int = 3
-    photometric: bool = False
-    blur_prob: float = 0.0
-    ignore_index: int = 255
+# The options are the host's (one schema, the config's augment section); the name Options is
+# what the train step's signature (jaxseg.steps) and jaxseg.recipe use.
+Options = AugmentSpec
 
 
 def _resample_matrix(n, m, start, out_size: int, canvas: int):
@@ -91,9 +79,8 @@ def rescale_crop(key, image, mask, size, opts: Options):
     crop_h, crop_w = opts.crop_size
     k_scale, k_top, k_left = jax.random.split(key, 3)
     height, width = size[0], size[1]
-    lo, hi = opts.scale_range
-    if (lo, hi) != (1.0, 1.0):
-        s = jax.random.uniform(k_scale, (), jnp.float32, lo, hi)
+    if opts.rescales:
+        s = jax.random.uniform(k_scale, (), jnp.float32, *opts.scale_range)
         m_h = jnp.maximum(1, jnp.round(height * s).astype(jnp.int32))
         m_w = jnp.maximum(1, jnp.round(width * s).astype(jnp.int32))
     else:
@@ -107,37 +94,53 @@ def flip_rotate(key, image, mask, opts: Options):
     """Each enabled op with probability 1/2 (rot90: k uniform in 0..3, or {0, 2} for a
     non-square crop), hflip then vflip then rot90, image [h,w,C] and mask [h,w] together."""
     k_h, k_v, k_r = jax.random.split(key, 3)
-    if opts.hflip:
-        on = jax.random.bernoulli(k_h)
-        image, mask = jnp.where(on, image[:, ::-1], image), jnp.where(on, mask[:, ::-1], mask)
-    if opts.vflip:
-        on = jax.random.bernoulli(k_v)
-        image, mask = jnp.where(on, image[::-1], image), jnp.where(on, mask[::-1], mask)
+    h = jax.random.bernoulli(k_h) if opts.hflip else None
+    v = jax.random.bernoulli(k_v) if opts.vflip else None
+    k = None
     if opts.rot90:
-        square = opts.crop_size[0] == opts.crop_size[1]
         k = jax.random.randint(k_r, (), 0, 4)
-        k = k if square else (k % 2) * 2
-        turns = [lambda a, t=t: jnp.rot90(a, t, axes=(0, 1)) for t in range(4)]
+        k = k if opts.crop_size[0] == opts.crop_size[1] else (k % 2) * 2
+    return flip_rotate_at(image, mask, h, v, k)
+
+
+def flip_rotate_at(image, mask, h=None, v=None, k=None):
+    """image [h,w,C] and mask [h,w] flipped left-right where h, then top-bottom where v, then
+    rotated by k * 90 degrees counter-clockwise (k i32 in 0..3; a non-square image takes k
+    in {0, 2}); None: that op is off (transforms.hflip, vflip, rot90)."""
+    if h is not None:
+        image, mask = jnp.where(h, image[:, ::-1], image), jnp.where(h, mask[:, ::-1], mask)
+    if v is not None:
+        image, mask = jnp.where(v, image[::-1], image), jnp.where(v, mask[::-1], mask)
+    if k is not None:
+        # Every branch of a switch has one output shape: a non-square image gets 0 and 180.
+        ts = range(4) if image.shape[0] == image.shape[1] else (0, 2)
+        turns = [lambda a, t=t: jnp.rot90(a, t, axes=(0, 1)) for t in ts]
+        k = k if len(ts) == 4 else k // 2
         image = jax.lax.switch(k, turns, image)
         mask = jax.lax.switch(k, turns, mask)
     return image, mask
 
 
 def elastic(key, image, mask, opts: Options):
-    """The host's elastic deformation (transforms.elastic): N(0, sigma) displacements on a
+    """The host's elastic deformation (deform.elastic): N(0, sigma) displacements on a
     grid x grid lattice, bicubic in between; warp."""
-    height, width = mask.shape
     g = opts.elastic_grid
     coarse = opts.elastic_sigma * jax.random.normal(key, (2, g, g), jnp.float32)
-    return transforms.warp(image, mask, field_from(coarse, (height, width)), xp=jnp)
+    return elastic_at(image, mask, coarse)
+
+
+def elastic_at(image, mask, coarse):
+    """f32[h,w,C] (integer values) and int[h,w] warped by the displacements f32[2,g,g] on a
+    g x g lattice, interpolated as deform.field_from does (deform.elastic_at)."""
+    return deform.warp(image, mask, field_from(coarse, mask.shape), xp=jnp)
 
 
 def field_from(coarse, size):
-    """f32[2,h,w] from the lattice displacements f32[2,g,g] (transforms.elastic_field's
+    """f32[2,h,w] from the lattice displacements f32[2,g,g] (deform.field_from's
     interpolation)."""
     g = coarse.shape[-1]
-    rows = jnp.asarray(transforms.cubic_matrix(size[0], g), jnp.float32)
-    cols = jnp.asarray(transforms.cubic_matrix(size[1], g), jnp.float32)
+    rows = jnp.asarray(deform.cubic_matrix(size[0], g), jnp.float32)
+    cols = jnp.asarray(deform.cubic_matrix(size[1], g), jnp.float32)
     hp = jax.lax.Precision.HIGHEST
     return jnp.einsum("hi,cij,wj->chw", rows, coarse, cols, precision=hp)
 
@@ -148,7 +151,7 @@ def _convert(x, alpha=1.0, beta=0.0):
 
 
 def saturation_hue(image, alpha, shift):
-    """transforms._saturation_hue in jnp: f32[h,w,3] RGB values -> same, rounded half up."""
+    """appearance._saturation_hue in jnp: f32[h,w,3] RGB values -> same, rounded half up."""
     r, g, b = image[..., 0], image[..., 1], image[..., 2]
     value = jnp.maximum(jnp.maximum(r, g), b)
     chroma = value - jnp.minimum(jnp.minimum(r, g), b)
@@ -168,29 +171,33 @@ def saturation_hue(image, alpha, shift):
 
 
 def photometric(key, image, *, brightness=32.0, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18):
-    """mmseg's PhotoMetricDistortion on f32[h,w,C] integer values, as transforms.photometric:
+    """mmseg's PhotoMetricDistortion on f32[h,w,C] integer values, as appearance.photometric:
     each step with probability 1/2, contrast first or last, saturation and hue on RGB."""
     keys = jax.random.split(key, 9)
-    coin = [jax.random.bernoulli(k) for k in keys[:5]]  # brightness, first, contrast, sat, hue
+    on = [jax.random.bernoulli(k) for k in keys[:5]]  # brightness, first, contrast, sat, hue
     beta = jax.random.uniform(keys[5], (), jnp.float32, -brightness, brightness)
     alpha = jax.random.uniform(keys[6], (), jnp.float32, *contrast)
     sat_alpha = jax.random.uniform(keys[7], (), jnp.float32, *saturation)
     hue_shift = jax.random.randint(keys[8], (), -hue, hue + 1)
-    x = jnp.where(coin[0], _convert(image, beta=beta), image)
-    x = jnp.where(coin[1] & coin[2], _convert(x, alpha=alpha), x)
+    return photometric_at(image, on, beta, alpha, sat_alpha, hue_shift)
+
+
+def photometric_at(image, on, beta, alpha, sat_alpha, hue_shift):
+    """photometric with its draws: on = bool (brightness, contrast first, contrast,
+    saturation, hue); beta added, alpha the contrast factor, sat_alpha the saturation factor,
+    hue_shift in OpenCV's 0..180 units (appearance.photometric_at)."""
+    x = jnp.where(on[0], _convert(image, beta=beta), image)
+    x = jnp.where(on[1] & on[2], _convert(x, alpha=alpha), x)
     if image.shape[-1] == 3:
         moved = saturation_hue(
-            x, jnp.where(coin[3], sat_alpha, 1.0), jnp.where(coin[4], hue_shift / 30.0, 0.0)
+            x, jnp.where(on[3], sat_alpha, 1.0), jnp.where(on[4], hue_shift / 30.0, 0.0)
         )
-        x = jnp.where(coin[3] | coin[4], moved, x)
-    return jnp.where(~coin[1] & coin[2], _convert(x, alpha=alpha), x)
-
-
-BLUR_SIGMA = (0.1, 2.0)  # transforms.gaussian_blur's default range
+        x = jnp.where(on[3] | on[4], moved, x)
+    return jnp.where(~on[1] & on[2], _convert(x, alpha=alpha), x)
 
 
 def blur(image, s, max_radius: int):
-    """transforms.gaussian_blur's filter at sigma s on f32[h,w,C]: taps out to round(3 s)
+    """appearance.gaussian_blur's filter at sigma s on f32[h,w,C]: taps out to round(3 s)
     (at most max_radius), mirrored edges, rounded."""
     taps = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
     weights = jnp.where(

@@ -26,6 +26,7 @@ import ml_collections
 from jaxseg import data as datasets
 from jaxseg import losses, models
 from jaxseg.crf import CRFParams
+from jaxseg.data import augment_spec
 
 
 class ConfigError(ValueError):
@@ -56,20 +57,10 @@ def base_config(
     c.model = model_section(model)
     c.data = data_section(data)
 
-    # Training augmentation, image and mask together (jaxseg.augment.Options on the device,
-    # jaxseg.data.transforms on the host: the same operations and distributions).
-    c.augment = ml_collections.ConfigDict()
-    c.augment.backend = "host"  # host: grain workers augment in uint8; device: in the step
-    c.augment.scale_range = (1.0, 1.0)  # random rescale factor range before cropping
-    c.augment.hflip = True  # random horizontal flip
-    c.augment.vflip = False  # random vertical flip
-    c.augment.rot90 = False  # random 90-degree rotations (180 only for non-square crops)
-    c.augment.photometric = False  # random brightness, contrast, saturation and hue (mmseg's)
-    c.augment.blur_prob = 0.0  # probability of a random Gaussian blur
-    c.augment.elastic_sigma = 0.0  # elastic deformation (U-Net paper): displacement std, pixels
-    c.augment.elastic_grid = 3  # elastic deformation: random displacements on a grid x grid lattice
-    c.augment.cat_max_ratio = 1.0  # host: redraw crops where one class covers more than this
-    c.augment.canvas_size = ()  # device: (H, W) images are padded to; (): the first one's
+    # Training augmentation, image and mask together, on the host or in the train step: the
+    # fields of jaxseg.data.augment_spec.AugmentSpec (their comments say what each does and
+    # on which backend it acts), declared and defaulted there once.
+    c.augment = ml_collections.ConfigDict(augment_spec.section_defaults())
 
     c.loader = ml_collections.ConfigDict()
     c.loader.num_workers = -1  # grain worker processes; 0: threads of the main process; -1: auto

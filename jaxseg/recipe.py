@@ -71,9 +71,9 @@ def auto_workers(cores: int) -> int:
 
 
 def augment_options(config: ml_collections.ConfigDict) -> dict:
-    """The training-augmentation keyword arguments of jaxseg.data.pipeline.train_iterator:
-    the augment section but its backend and device canvas, and the crop data.image_size."""
-    options = {k: v for k, v in config.augment.items() if k not in ("backend", "canvas_size")}
+    """jaxseg.data.augment_spec.AugmentSpec's fields as keyword arguments (of the pipeline's
+    train_iterator): the augment section but the device canvas, and the crop data.image_size."""
+    options = {k: v for k, v in config.augment.items() if k != "canvas_size"}
     return options | {"crop_size": tuple(config.data.image_size)}
 
 

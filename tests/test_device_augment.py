@@ -9,12 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
-from scipy import ndimage
 
 from jaxseg import augment as A
 from jaxseg import cli, configs, sharding
-from jaxseg.data import pipeline
+from jaxseg.data import appearance, deform, pipeline
 from jaxseg.data import transforms as T
 from jaxseg.train import train_and_evaluate
 
@@ -25,62 +23,95 @@ def _canvas(image, mask, canvas):
     return pipeline.pad_to_size(image, mask, canvas, 255)
 
 
-@pytest.mark.parametrize(
-    "scaled,origin",
-    [((37, 53), (3, 5)), ((20, 29), (0, 0)), ((74, 106), (40, 70)), ((15, 20), (0, 0))],
-)
-def test_crop_at_is_pillows_resize_then_crop(scaled, origin):
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    mask = rng.integers(0, 5, (37, 53)).astype(np.uint8)
-    opts = A.Options(crop_size=(24, 30))
-    out, out_mask = A.crop_at(*map(jnp.asarray, _canvas(image, mask, (48, 64))), (37, 53),
-                              scaled, origin, opts)  # fmt: skip
-    (top, left), (h, w) = origin, scaled
-    full = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    full_mask = T.resize(image, mask, (h, w))[1]
-    ref, ref_mask = T._pad(
-        full[top : top + 24, left : left + 30],
-        full_mask[top : top + 24, left : left + 30].astype(np.int32),
-        (24, 30),
-        255,
-    )
-    np.testing.assert_array_equal(np.asarray(out_mask), ref_mask)  # nearest: exact
-    # Pillow rounds to u8 between its horizontal and vertical passes; we round once.
-    assert np.abs(np.asarray(out).astype(int) - ref).max() <= 1
+# The seven operations both backends run, host op and device op given the same draws:
+# op -> (draw(rng) -> parameters, host(image, mask, p), device(image, mask, p), tolerance).
+# The image is compared as u8 levels: (largest difference, largest share of pixels that
+# differ at all); the mask is compared exactly (nearest neighbour, labels only moved).
+_noise = np.random.default_rng(0)
+IMAGE = _noise.integers(0, 256, (36, 36, 3), np.uint8)
+MASK = _noise.integers(0, 5, (36, 36)).astype(np.int32)
+CROP = (24, 30)
 
 
-def test_saturation_hue_is_the_hosts():
-    image = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    for alpha, shift in [(1.0, 0), (1.3, 0), (0.6, 7), (1.4, -18), (0.5, 18)]:
-        host = T._saturation_hue(image, alpha, shift / 30)
-        device = np.asarray(A.saturation_hue(jnp.asarray(image, jnp.float32), alpha, shift / 30))
-        diff = np.abs(host.astype(int) - device)
-        # Ties at .5 (integer inputs) break either way between numpy and XLA arithmetic.
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.08
+def _draw_crop(rng):
+    s = rng.uniform(0.5, 2.0)
+    scaled = (max(1, round(36 * s)), max(1, round(36 * s)))
+    span = (max(scaled[0], CROP[0]) - CROP[0] + 1, max(scaled[1], CROP[1]) - CROP[1] + 1)
+    return scaled, (int(rng.integers(span[0])), int(rng.integers(span[1])))
 
 
-def test_field_warp_and_blur_are_the_hosts():
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, (33, 41, 3), dtype=np.uint8)
-    mask = rng.integers(0, 4, (33, 41)).astype(np.int32)
-    coarse = rng.normal(0, 3.0, (2, 3, 3)).astype(np.float32)
-    field = np.asarray(A.field_from(jnp.asarray(coarse), (33, 41)))
-    np.testing.assert_allclose(
-        field,
-        np.stack([T.cubic_matrix(33, 3) @ coarse[c] @ T.cubic_matrix(41, 3).T for c in (0, 1)]),
-        atol=1e-4,
-    )
-    host = T.warp(image, mask, field)
-    device = T.warp(jnp.asarray(image, jnp.float32), jnp.asarray(mask), jnp.asarray(field), xp=jnp)
-    np.testing.assert_array_equal(np.asarray(device[1]), host[1])
-    assert np.abs(np.asarray(device[0]).astype(int) - host[0]).max() <= 1
-    for s in (0.3, 1.0, 1.9):
-        ref = ndimage.gaussian_filter(
-            image.astype(np.float32), (s, s, 0), mode="mirror", truncate=3.0
-        )
-        out = A.blur(jnp.asarray(image, jnp.float32), s, 6)
-        assert np.abs(np.asarray(out) - np.floor(ref + 0.5)).max() <= 1
+def _device_crop(image, mask, p):
+    canvas = pipeline.pad_to_size(np.asarray(image), np.asarray(mask), (48, 40), 255)
+    return A.crop_at(*map(jnp.asarray, canvas), (36, 36), *p, A.Options(crop_size=CROP))
+
+
+def _draw_photometric(rng):  # every step on (each off draw skips one jnp.where)
+    return appearance.PhotometricDraw(
+        rng.uniform(-32, 32), bool(rng.integers(2)), rng.uniform(0.5, 1.5),
+        rng.uniform(0.5, 1.5), int(rng.integers(-18, 19)),
+    )  # fmt: skip
+
+
+def _device_photometric(image, mask, p):
+    on = (p.beta is not None, p.contrast_first, p.alpha is not None)
+    on += (p.sat_alpha is not None, p.hue_shift is not None)
+    values = (p.beta or 0.0, p.alpha or 1.0, p.sat_alpha or 1.0, p.hue_shift or 0)
+    return A.photometric_at(image, tuple(map(jnp.asarray, on)), *values), mask
+
+
+def _rot_in(image, mask, k):  # even turns on a non-square image (a non-square crop's)
+    return (image, mask) if k % 2 else (image[:, :30], mask[:, :30])
+
+
+EXACT = (0, 0.0)
+PARITY = {
+    "rescale_crop": (
+        _draw_crop,
+        lambda image, mask, p: T.crop_at(image, mask, *p, CROP, 255),
+        _device_crop,
+        (1, 0.35),  # Pillow rounds to u8 between its two passes; the device once
+    ),
+    "hflip": (lambda rng: None, lambda i, m, p: T.hflip(i, m),
+              lambda i, m, p: A.flip_rotate_at(i, m, h=jnp.bool_(True)), EXACT),
+    "vflip": (lambda rng: None, lambda i, m, p: T.vflip(i, m),
+              lambda i, m, p: A.flip_rotate_at(i, m, v=jnp.bool_(True)), EXACT),
+    "rot90": (lambda rng: int(rng.integers(4)), lambda i, m, k: T.rot90(*_rot_in(i, m, k), k),
+              lambda i, m, k: A.flip_rotate_at(*_rot_in(i, m, k), k=jnp.int32(k)), EXACT),
+    "elastic": (
+        lambda rng: rng.normal(0.0, 4.0, (2, 3, 3)),
+        deform.elastic_at,
+        lambda i, m, p: A.elastic_at(i, m, jnp.asarray(p, jnp.float32)),
+        (1, 0.005),  # the field in f64 on the host, f32 on the device
+    ),
+    "photometric": (
+        _draw_photometric,
+        lambda i, m, p: (appearance.photometric_at(i, p), m),
+        _device_photometric,
+        # Ties at .5 in saturation and hue break either way in numpy and XLA (1 level), and
+        # a contrast step after them scales that by up to 1.5.
+        (2, 0.01),
+    ),
+    "blur": (
+        lambda rng: rng.uniform(*appearance.BLUR_SIGMA),
+        lambda i, m, s: (appearance.blur_at(i, s), m),
+        lambda i, m, s: (A.blur(i, s, 6), m),
+        (1, 0.005),  # scipy's kernel in f64, the device's in f32
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("op", sorted(PARITY))
+def test_host_and_device_ops_agree_given_the_same_draws(op):
+    draw, host, device, (levels, share) = PARITY[op]
+    for seed in range(8):  # rot90 draws k = 3, 1, 3, 3, 2, 2, 1, 3
+        p = draw(np.random.default_rng(seed))
+        ref_image, ref_mask = host(IMAGE, MASK, p)
+        out = device(jnp.asarray(IMAGE, jnp.float32), jnp.asarray(MASK), p)
+        out_image, out_mask = (np.asarray(v) for v in out)
+        np.testing.assert_array_equal(out_mask, ref_mask)
+        assert out_image.shape == ref_image.shape
+        diff = np.abs(out_image.astype(int) - ref_image.astype(int))
+        assert diff.max() <= levels and (diff > 0).mean() <= share, (op, seed, diff.max())
 
 
 def _coordinates(height=24, width=32):
@@ -195,7 +226,7 @@ def test_device_path_trains_and_resumes_exactly(tmp_path):
             "canvas_size is set but augment.backend is 'host'",
         ),
         ("--config.augment.elastic_grid=4", "elastic_grid is set but augment.elastic_sigma is 0"),
-        ("--config.augment.backend=gpu", "augment_on='gpu' is unknown"),
+        ("--config.augment.backend=gpu", "augment.backend='gpu' is unknown"),
         ("--config.loader.repeat_threshold=2.0", "repeat_threshold=2.0 is a share"),
     ],
 )

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jaxseg.data import transforms
+from jaxseg.data.augment_spec import AugmentSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def pad_to_size(image, mask, size: tuple[int, int], ignore_index: int, where: st
 
 class TrainTransform(grain.transforms.RandomMap):
     """The joint training augmentations of jaxseg.data.transforms.train_transform, then the
-    boundary loss's distance maps when asked. The mask is checked before anything moves."""
+    boundary loss's distance maps when asked. The mask is checked before anything moves.
+    augment: AugmentSpec's fields (crop_size required; ignore_index is the argument's)."""
 
     def __init__(
         self,
@@ -138,20 +140,15 @@ class TrainTransform(grain.transforms.RandomMap):
         **augment,
     ):
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.distance_maps, self.invalid_to_ignore, self.augment = (
-            distance_maps,
-            invalid_to_ignore,
-            augment,
-        )
+        self.distance_maps, self.invalid_to_ignore = distance_maps, invalid_to_ignore
+        self.spec = AugmentSpec(ignore_index=ignore_index, **augment)
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         keep_freed_memory()
         where, mask = example.get("name", "example"), example["mask"]
         if self.invalid_to_ignore:  # mapped before the crop, which counts classes
             mask = check_mask(mask, self.num_classes, self.ignore_index, where, True)
-        image, mask = transforms.train_transform(
-            example["image"], mask, rng, ignore_index=self.ignore_index, **self.augment
-        )
+        image, mask = transforms.train_transform(example["image"], mask, rng, self.spec)
         # Checking the crop (a quarter of a 1024x2048 mask) rather than the whole mask finds
         # every value that reaches the loss; transforms only move values or pad with
         # ignore_index.
@@ -254,7 +251,7 @@ def train_iterator(
 
     augment_on "host": {"image": u8[b,H,W,C], "mask": i32[b,H,W]} augmented here (plus
     "distance": f32[b,H,W,K], signed_distance, when distance_maps is set); augment: the
-    keyword arguments of jaxseg.data.transforms.train_transform (crop_size required).
+    fields of jaxseg.data.augment_spec.AugmentSpec (crop_size required).
     augment_on "device": {"image": u8[b,Hc,Wc,C], "mask": u8/i32[b,Hc,Wc], "size": i32[b,2]}
     padded to canvas_size (Hc, Wc) for jaxseg.augment; augment is unused here.
 
