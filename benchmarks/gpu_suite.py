@@ -19,7 +19,7 @@ that closes early has lost the least (--parts picks some):
    processes, 512x512 crops with the recipe's augmentation plus photometric distortion:
    images/s and the input stall (`jaxseg.benchmark --pipeline`);
 4. infer: forward + argmax at the same batch, jaxseg, then torch eager and compiled;
-5. data: the pipeline alone (`jaxseg.benchmark --data_only`), 8 and 16 workers.
+5. data: the pipeline alone (`jaxseg.benchmark_input`), 8 and 16 workers.
 
 Each run is its own process (each framework has the device to itself; a crash or a hang
 costs one run), killed with its process group after --cap seconds; a run that cannot
@@ -57,7 +57,7 @@ import compare
 REPO = compare.REPO
 sys.path.insert(0, REPO)  # jaxseg without an install, as the runs get it on PYTHONPATH
 
-from jaxseg import benchmark, cli, recipe  # noqa: E402
+from jaxseg import benchmark_steps, cli, recipe  # noqa: E402
 
 MODELS = ("unet", "deeplabv3plus", "deeplabv3", "pspnet", "segformer")
 DILATED = ("deeplabv3plus", "deeplabv3", "pspnet")  # atrous_impl acts on these
@@ -158,10 +158,10 @@ def mirror_record(args, model: str) -> dict:
     net = recipe.build_model(config, args.classes)
     return {
         "model": config.model.name,
-        "model_options": benchmark.model_options(config, net),
+        "model_options": benchmark_steps.model_options(config, net),
         "num_classes": args.classes,
         "aux_weights": {str(n): float(w) for n, w in config.loss.aux_weights},
-        "size": list(benchmark._size(args.size)),
+        "size": list(cli.parse_size(args.size)),
     }
 
 
@@ -217,7 +217,7 @@ def plan(args, torch_ok: bool) -> list[Run]:
                 jaxseg(part, pipeline_model, label, flags=flags, steps=steps, warmup=warmup)
         else:  # data: the input pipeline alone
             spec, _ = compare.MODELS[pipeline_model]
-            command = [sys.executable, "-m", "jaxseg.benchmark", "--data_only", "--config", spec]
+            command = [sys.executable, "-m", "jaxseg.benchmark_input", "--config", spec]
             command += [*args.overrides, "--config.augment.photometric=True", f"--size={args.size}"]
             command += [f"--batch={args.batch}", f"--workers={','.join(map(str, args.workers))}"]
             command += [f"--batches={steps}", "--results", "RESULTS"]
@@ -326,6 +326,9 @@ def _cell(value, spec: str, scale: float = 1.0) -> str:
 def _versions(records: list[dict]) -> str:
     found = {}
     for r in records:
+        for name, version in (r.get("versions") or {}).items():  # jaxseg's records
+            if name in ("jax", "jaxlib", "flax"):
+                found.setdefault(name, version)
         for key in ("jax_version", "jaxlib_version", "flax_version", "torch_version"):
             if r.get(key):
                 found.setdefault(key.removesuffix("_version"), r[key])

@@ -171,12 +171,12 @@ def main(argv=None) -> list[dict]:
             args.contender = args.worker
         return worker(args)
 
-    from jaxseg.data import throughput
+    from jaxseg import input_throughput
 
     os.makedirs(args.out, exist_ok=True)
     jpeg = args.jpeg or os.path.join(args.out, "jpeg_1024x2048")
     if len(os.listdir(os.path.join(jpeg, "images")) if os.path.isdir(jpeg) else ()) < args.examples:
-        throughput.write_folder(jpeg, count=args.examples, size=(1024, 2048))
+        input_throughput.write_folder(jpeg, count=args.examples, size=(1024, 2048))
     try:
         import albumentations  # noqa: F401
         import cv2  # noqa: F401

@@ -287,3 +287,16 @@ def fail(prog: str, message: str) -> None:
     """The user's mistake: one line on stderr, exit status 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """An image size on the command line: '512x384' -> (512, 384), height first; '512' ->
+    (512, 512). Anything else raises ValueError naming the text."""
+    h, x, w = text.strip().lower().partition("x")
+    try:
+        size = (int(h), int(w if x else h))
+    except ValueError:
+        size = (0, 0)
+    if min(size) <= 0:
+        raise ValueError(f"size {text!r} is not HxW with positive integers, like 512x512")
+    return size

@@ -18,16 +18,24 @@ versions; and beside it a PNG of the row-normalised confusion matrix.
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 import shlex
 import sys
 
 import jax
 from absl import flags
 
-from jaxseg import cli, config_checks, configs, evaluation, metrics, recipe, sharding, visualize
+from jaxseg import (
+    cli,
+    config_checks,
+    configs,
+    evaluation,
+    metrics,
+    provenance,
+    recipe,
+    sharding,
+    visualize,
+)
 from jaxseg import workdir as run_files
 
 FIXED_DATA = ("data.mean", "data.std")  # part of the trained model
@@ -96,8 +104,7 @@ def evaluate_run(
         "images_per_s": timing["images_per_s"],
         "input_stall": timing["input_stall"],
         "devices": f"{mesh.devices.size} x {jax.devices()[0].device_kind}",
-        "versions": versions(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **provenance.stamp(),  # "date", "versions"
     }
     if jax.process_index() == 0:
         name = f"{split}_step{step}_{settings.mode}{'_crf' if settings.crf else ''}.json"
@@ -109,21 +116,6 @@ def evaluate_run(
             visualize.confusion_image(report["confusion"], class_names).save(f, format="PNG")
         report["files"] = [str(target), str(png)]
     return report | {"table": metrics.format_table(scores, class_names)}
-
-
-def versions() -> dict:
-    import flax
-    import jaxlib
-
-    from jaxseg import __version__
-
-    return {
-        "jaxseg": __version__,
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "flax": flax.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _flags(argv) -> flags.FlagValues:

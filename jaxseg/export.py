@@ -17,17 +17,17 @@ platforms in --platforms (default cpu, cuda and tpu). Using it needs only jax an
     labels = np.asarray(exp.call(images_u8))            # u8[b, H, W, 3] -> i32[b, H, W]
 
 manifest.json names the classes, palette, input and output, mean/std, the inference
-settings, the jax version and the artifact's sha256. Larger images: jaxseg.predict
---exported DIR slides windows of the export's size over them (needs --output logits or
-probs). --validate N runs N images through the artifact and the live model and prints the
-largest logit difference and the share of equal labels. --format onnx writes model.onnx
-instead (pip install -e '.[onnx]'; whole mode, fixed H, W, dynamic batch).
+settings, the date and versions (jaxseg, jax, jaxlib, flax, python) and the artifact's
+sha256. Larger images: jaxseg.predict --exported DIR slides windows of the export's size
+over them (needs --output logits or probs). --validate N runs N images through the
+artifact and the live model and prints the largest logit difference and the share of equal
+labels. --format onnx writes model.onnx instead (pip install -e '.[onnx]'; whole mode,
+fixed H, W, dynamic batch).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import hashlib
 import io
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from jaxseg import cli, config_checks, configs, inference, recipe, sharding
+from jaxseg import cli, config_checks, configs, inference, provenance, recipe, sharding
 from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
 ALLOWED = config_checks.INFERENCE_FIELDS  # --config.* keys that act here
@@ -201,8 +201,7 @@ def export_run(
         "std": list(seg.std),
         "normalisation": "inside: (x / 255 - mean) / std",
         "inference": seg.settings.describe(),
-        "jax_version": jax.__version__,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **provenance.stamp(),  # "date", "versions"
     }
     if fmt == "onnx":
         files = export_onnx(seg, size, output, os.path.join(out, "model.onnx"))
@@ -279,11 +278,6 @@ def _write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
-
-
 def _flags(argv) -> flags.FlagValues:
     fv = flags.FlagValues()
     define = dict(flag_values=fv)
@@ -297,12 +291,6 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "jax.export platforms", **define)
     flags.DEFINE_integer("validate", 0, "compare N images with the live model", 0, **define)
     flags.DEFINE_alias("params-as-args", "params_as_args", flag_values=fv)
-    flags.register_validator(
-        "size",
-        lambda v: v is None or all(s.isdigit() for s in v.lower().partition("x")[::2] if s),
-        "--size needs HxW like 512x512",
-        flag_values=fv,
-    )
     flags.mark_flag_as_required("workdir", flag_values=fv)
     flags.mark_flag_as_required("out", flag_values=fv)
     return fv
@@ -320,11 +308,15 @@ def main(argv=None) -> dict:
             raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         if fv.format == "onnx" and (fv.params_as_args or fv["platforms"].present):
             raise configs.ConfigError("--params_as_args and --platforms are for --format jax")
+        try:
+            size = cli.parse_size(fv.size) if fv.size else None
+        except ValueError as e:
+            raise configs.ConfigError(f"--size: {e}") from None
         manifest = export_run(
             fv.workdir,
             fv.out,
             checkpoint=fv.checkpoint,
-            size=_size(fv.size) if fv.size else None,
+            size=size,
             output=fv.output,
             fmt=fv.format,
             params_as_args=fv.params_as_args,

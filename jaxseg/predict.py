@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import json
 import math
@@ -170,12 +171,60 @@ def predict_files(
     """Predicts every input into out (see the module doc); returns a summary with counts,
     seconds and images/s. Per-file errors are recorded, never raised."""
     os.makedirs(out, exist_ok=True)
+    records, todo = _triage(inputs, out, probs=probs, overwrite=overwrite, max_pixels=max_pixels)
+    shapes = canvases([i.size for i in todo], max_shapes)
+    groups: dict[tuple, list[Input]] = {}
+    for item in todo:
+        groups.setdefault(shapes[item.size], []).append(item)
+
+    bar = writer.Bar(total=len(todo), unit="image", disable=not progress, file=sys.stderr)
+    start, done = time.perf_counter(), 0
+    write = functools.partial(_write_result, segmenter, out, probs=probs, opacity=opacity)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for canvas, items in sorted(groups.items()):
+            for first in range(0, len(items), batch_size):
+                batch = items[first : first + batch_size]
+                t0 = time.perf_counter()
+                decoded = list(pool.map(lambda i: _decode(i, max_pixels), batch))
+                ok = [(i, im) for i, im in zip(batch, decoded, strict=True) if im is not None]
+                for item in batch:
+                    if item.error:
+                        records[item.path] = {"input": item.path, "error": item.error}
+                if ok:
+                    output = "probs" if probs else "labels"
+                    results = segmenter.run(
+                        [im for _, im in ok], output, canvas=canvas, batch=batch_size
+                    )
+                    share = (time.perf_counter() - t0) / len(ok)
+                    for (item, image), result in zip(ok, results, strict=True):
+                        records[item.path] = write(item, image, result, share)
+                        done += 1
+                bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - start
+    lines = "".join(json.dumps(records[i.path]) + "\n" for i in inputs)
+    _atomic(os.path.join(out, JSONL), lambda p: _write_text(p, lines))
+    errors = [records[i.path] for i in inputs if "error" in records[i.path]]
+    return {
+        "predicted": done,
+        "skipped": sum("skipped" in r for r in records.values()),
+        "errors": errors,
+        "seconds": seconds,
+        "images_per_s": done / seconds if seconds > 0 else math.nan,
+    }
+
+
+def _triage(
+    inputs: list[Input], out: str, *, probs: bool, overwrite: bool, max_pixels: int
+) -> tuple[dict[str, dict], list[Input]]:
+    """({path: record} of the inputs skipped or refused, the inputs to predict, their
+    .size set from the header). Without overwrite an input whose outputs exist is skipped,
+    keeping what the run that wrote them recorded."""
     previous = _previous_records(os.path.join(out, JSONL))
     records: dict[str, dict] = {}
     todo = []
     for item in inputs:
         if not overwrite and all(os.path.exists(f) for f in output_files(out, item.rel, probs)):
-            # Keep what the run that wrote the files recorded about them.
             records[item.path] = previous.get(item.path, {"input": item.path}) | {
                 "skipped": "outputs exist"
             }
@@ -193,64 +242,34 @@ def predict_files(
         except Exception as e:  # every refusal is the file's, recorded and reported
             item.error = _error_text(item.path, e)
             records[item.path] = {"input": item.path, "error": item.error}
-    shapes = canvases([i.size for i in todo], max_shapes)
-    groups: dict[tuple, list[Input]] = {}
-    for item in todo:
-        groups.setdefault(shapes[item.size], []).append(item)
+    return records, todo
 
-    bar = writer.Bar(total=len(todo), unit="image", disable=not progress, file=sys.stderr)
-    start, done = time.perf_counter(), 0
-    output = "probs" if probs else "labels"
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for canvas, items in sorted(groups.items()):
-            for first in range(0, len(items), batch_size):
-                batch = items[first : first + batch_size]
-                t0 = time.perf_counter()
-                decoded = list(pool.map(lambda i: _decode(i, max_pixels), batch))
-                ok = [(i, im) for i, im in zip(batch, decoded, strict=True) if im is not None]
-                for item in batch:
-                    if item.error:
-                        records[item.path] = {"input": item.path, "error": item.error}
-                if ok:
-                    results = segmenter.run(
-                        [im for _, im in ok], output, canvas=canvas, batch=batch_size
-                    )
-                    share = (time.perf_counter() - t0) / len(ok)
-                    for (item, image), result in zip(ok, results, strict=True):
-                        t1 = time.perf_counter()
-                        h, w = item.size
-                        result = result[:h, :w]
-                        labels = result if output == "labels" else result.argmax(-1)
-                        histogram = write_outputs(
-                            output_files(out, item.rel, probs),
-                            image,
-                            labels,
-                            result if probs else None,
-                            segmenter.palette,
-                            segmenter.class_names,
-                            opacity,
-                        )
-                        records[item.path] = {
-                            "input": item.path,
-                            "mask": item.rel + ".png",
-                            "height": h,
-                            "width": w,
-                            "seconds": round(share + time.perf_counter() - t1, 4),
-                            "histogram": histogram,
-                        }
-                        done += 1
-                bar.update(len(batch))
-    bar.close()
-    seconds = time.perf_counter() - start
-    lines = "".join(json.dumps(records[i.path]) + "\n" for i in inputs)
-    _atomic(os.path.join(out, JSONL), lambda p: _write_text(p, lines))
-    errors = [records[i.path] for i in inputs if "error" in records[i.path]]
+
+def _write_result(
+    segmenter, out: str, item: Input, image, result, share: float, *, probs: bool, opacity: float
+) -> dict:
+    """Writes one input's outputs from the segmenter's result on its canvas (labels i32 or
+    probs f32[...,K]); returns its record. share: its part of the batch's decode and run."""
+    t1 = time.perf_counter()
+    h, w = item.size
+    result = result[:h, :w]
+    labels = result.argmax(-1) if probs else result
+    histogram = write_outputs(
+        output_files(out, item.rel, probs),
+        image,
+        labels,
+        result if probs else None,
+        segmenter.palette,
+        segmenter.class_names,
+        opacity,
+    )
     return {
-        "predicted": done,
-        "skipped": sum("skipped" in r for r in records.values()),
-        "errors": errors,
-        "seconds": seconds,
-        "images_per_s": done / seconds if seconds > 0 else math.nan,
+        "input": item.path,
+        "mask": item.rel + ".png",
+        "height": h,
+        "width": w,
+        "seconds": round(share + time.perf_counter() - t1, 4),
+        "histogram": histogram,
     }
 
 

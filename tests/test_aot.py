@@ -1,4 +1,4 @@
-"""Ahead-of-time compilation for TPU slices (`jaxseg.benchmark --aot tpu:SLICE`).
+"""Ahead-of-time compilation for TPU slices (`python -m jaxseg.aot --target tpu:SLICE`).
 
 Without libtpu only the refusals are tested; with it (the `tpu` extra: ~210 MB, not in
 the test set-up) the slow tests compile a tiny U-Net for a v5e-8 slice on this CPU host.
@@ -11,8 +11,10 @@ import os
 
 import pytest
 
-from jaxseg import aot, benchmark
+from jaxseg import aot
 from tests.test_benchmark import TINY, UNET, unet_conv_flops
+
+TINY = TINY[: TINY.index("--steps")]  # the step benchmark's flags without its timing ones
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install -e '.[tpu]'")
@@ -22,7 +24,7 @@ def test_targets_name_the_valid_slices():
     assert aot.parse_target("tpu:v5e-8") == "v5e-8"
     with pytest.raises(aot.AotError, match=r"unknown TPU slice 'v5e-3'; valid: tpu:v4-8, "):
         aot.parse_target("tpu:v5e-3")
-    with pytest.raises(aot.AotError, match=r"--aot 'gpu:h100': only TPU slices"):
+    with pytest.raises(aot.AotError, match=r"--target 'gpu:h100': only TPU slices"):
         aot.parse_target("gpu:h100")
     with pytest.raises(aot.AotError, match="only TPU slices"):
         aot.parse_target("v5e-8")
@@ -76,25 +78,26 @@ def test_out_of_memory_is_told_in_one_line():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--aot", "tpu:v9-8"], "unknown TPU slice 'v9-8'"),
-        (["--aot", "tpu:v5e-8", "--pipeline"], "--pipeline runs steps; --aot only compiles"),
+        (["--target", "tpu:v9-8"], "unknown TPU slice 'v9-8'"),
+        (["--target", "tpu:v5e-8", "--pipeline"], "Unknown command line flag 'pipeline'"),
+        ([], "--target"),
     ],
 )
 def test_bad_aot_flags_exit_with_status_2(capsys, flags, message):
     with pytest.raises(SystemExit) as e:
-        benchmark.main(["--config", f"{UNET}:quick", *flags])
+        aot.main(["--config", f"{UNET}:quick", *flags])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("jaxseg.benchmark: error: ") and message in err
+    assert err.startswith("jaxseg.aot: error: ") and message in err
 
 
 @pytest.mark.skipif(HAS_LIBTPU, reason="libtpu is installed")
 def test_without_libtpu_the_error_says_what_to_install(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
-        benchmark.main(["--config", *TINY, "--aot", "tpu:v5e-8", f"--results={tmp_path}/r.jsonl"])
+        aot.main(["--config", *TINY, "--target", "tpu:v5e-8", f"--results={tmp_path}/r.jsonl"])
     assert e.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--aot tpu:v5e-8: no TPU topology v5e:2x4 (the TPU runtime is not installed: " in line
+    assert "--target tpu:v5e-8: no TPU topology v5e:2x4 (the TPU runtime is not installed: " in line
     assert "pip install -e '.[tpu]')" in line
     assert not (tmp_path / "r.jsonl").exists()
 
@@ -103,7 +106,7 @@ def test_without_libtpu_the_error_says_what_to_install(capsys, tmp_path):
 @needs_libtpu
 def test_tiny_unet_compiles_for_v5e_8(capsys, tmp_path):
     results = tmp_path / "aot.jsonl"
-    record = benchmark.main(["--config", *TINY, "--aot", "tpu:v5e-8", f"--results={results}"])
+    record = aot.main(["--config", *TINY, "--target", "tpu:v5e-8", f"--results={results}"])
     assert json.loads(results.read_text()) == json.loads(json.dumps(record))
     assert (record["status"], record["error"]) == ("compiled", None)
     assert (record["device_count"], record["hosts"], record["device_kind"]) == (8, 2, "TPU v5 lite")
@@ -126,9 +129,9 @@ def test_tiny_unet_compiles_for_v5e_8(capsys, tmp_path):
 def test_a_model_that_does_not_fit_reports_the_xla_line_and_exits_1(capsys, tmp_path):
     results = tmp_path / "aot.jsonl"
     # 8 images of 4096x4096 per v5e chip: activations far beyond 16 GiB.
-    flags = ["--aot", "tpu:v5e-8", "--size", "4096x4096", "--batch", "64"]
+    flags = ["--target", "tpu:v5e-8", "--size", "4096x4096", "--batch", "64"]
     with pytest.raises(SystemExit) as e:
-        benchmark.main(["--config", *TINY, *flags, f"--results={results}"])
+        aot.main(["--config", *TINY, *flags, f"--results={results}"])
     assert e.value.code == 1
     record = json.loads(results.read_text())
     assert record["status"] == "out_of_memory" and record["memory"] is None

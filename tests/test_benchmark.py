@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxseg import benchmark, device_stats
+from jaxseg import benchmark, benchmark_input, device_stats
 
 UNET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "unet.py"
@@ -87,7 +87,7 @@ def check_common(rows: dict, r: dict, mode: str) -> None:
     assert r["flops_per_step"] > 0 and r["flops_source"] == "compiled"  # works on CPU
     assert r["tflops_per_s"] == pytest.approx(r["flops_per_step"] / r["median_ms"] / 1e9)
     assert r["mfu"] is None and r["peak_memory_bytes"] is None  # no peak table entry on CPU
-    assert r["device_kind"] == "cpu" and r["jax_version"] and r["flax_version"]
+    assert r["device_kind"] == "cpu" and r["versions"]["jax"] and r["versions"]["flax"]
     assert "--size 32x32" in r["command"] and r["date"].startswith("20")
     assert rows["MFU"] == "n/a" and rows["peak memory MiB"] == "n/a"
     assert float(rows["median ms/step"]) == pytest.approx(r["median_ms"], abs=0.01)
@@ -176,12 +176,27 @@ def test_bad_flags_exit_with_status_2(capsys):
     assert "--mode" in capsys.readouterr().err
 
 
-def test_data_only_reports_images_per_second_per_worker_count(capsys):
-    benchmark.main(
+@pytest.mark.parametrize(
+    "flag, command",
+    [
+        ("--data_only", "python -m jaxseg.benchmark_input"),
+        ("--data-only", "python -m jaxseg.benchmark_input"),
+        ("--aot=tpu:v5e-8", "python -m jaxseg.aot --target tpu:SLICE"),
+    ],
+)
+def test_a_moved_flag_names_the_new_command(capsys, flag, command):
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--config", f"{UNET}:quick", flag])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("jaxseg.benchmark: error: --") and command in line
+
+
+def test_benchmark_input_reports_images_per_second_per_worker_count(capsys):
+    benchmark_input.main(
         [
             "--config",
             f"{UNET}:quick",
-            "--data-only",
             "--workers=0,1",
             "--batches=3",
             "--config.batch_size=8",

@@ -49,6 +49,15 @@ def test_round_trip_with_jax_and_numpy_alone(membrane_run, exported):
     assert saved["validation"]["equal_labels"] == 1.0
     assert saved["validation"]["max_logit_diff"] < 1e-4
     assert "membrane" in saved["validation"]["from"]
+    assert saved["versions"]["jax"] == jax.__version__ and saved["date"].startswith("20")
+
+
+def test_a_bad_size_is_one_line_naming_it(membrane_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        export.main(["--workdir", membrane_run[0], "--out", str(tmp_path), "--size", "48by40"])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("jaxseg.export: error: --size: size '48by40' is not HxW")
 
 
 def test_params_as_args_logits_and_slide(membrane_run, tmp_path):

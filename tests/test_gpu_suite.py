@@ -88,7 +88,7 @@ def test_plan_of_the_full_suite(suite, tmp_path):
         assert run.command[run.command.index("--steps") + 1] == "20"
         assert run.command[run.command.index("--warmup") + 1] == "5"
     data = runs[-1].command
-    assert "--data_only" in data and "--workers=16,8" in data
+    assert data[1:3] == ("-m", "jaxseg.benchmark_input") and "--workers=16,8" in data
     assert data[data.index("--config") + 1] == "experiments/deeplab.py"
 
     no_torch = suite.plan(args, torch_ok=False)

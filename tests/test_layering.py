@@ -1,11 +1,20 @@
-"""Entry points (train, benchmark, evaluate, predict, export) import library modules only,
-never each other; what two entries share lives in a library module (recipe, inference)."""
+"""Entry points (train, benchmark, benchmark_input, aot, evaluate, predict, export) import
+library modules only, never each other; what two entries share lives in a library module
+(recipe, inference, benchmark_steps)."""
 
 import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENTRIES = {"jaxseg.train", "jaxseg.benchmark", "jaxseg.evaluate", "jaxseg.predict", "jaxseg.export"}
+ENTRIES = {
+    "jaxseg.train",
+    "jaxseg.benchmark",
+    "jaxseg.benchmark_input",
+    "jaxseg.aot",
+    "jaxseg.evaluate",
+    "jaxseg.predict",
+    "jaxseg.export",
+}
 
 
 def _modules():

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxseg.data import throughput
+from jaxseg import input_throughput
 from jaxseg.data.pipeline import eval_batches, train_iterator
 from jaxseg.data.shapes import ShapesSource
 
@@ -102,7 +102,7 @@ def test_the_host_path_reuses_freed_memory(tmp_path):
     # keep_freed_memory: without it every 1024x2048 example faults in its fresh
     # multi-megabyte arrays page by page again (thousands of faults, a third of the time).
     # The files are written here: writing them in the measured process would warm its heap.
-    throughput.write_folder(str(tmp_path), count=4, size=(1024, 2048))
+    input_throughput.write_folder(str(tmp_path), count=4, size=(1024, 2048))
     faults = {
         mode: float(subprocess.run([sys.executable, "-c", _FAULTS, str(tmp_path), mode],
                                    capture_output=True, text=True, check=True).stdout)

@@ -125,50 +125,14 @@ class FolderSource:
 
         self._images_path = os.path.join(root, images_dir)
         self._masks_path = os.path.join(root, masks_dir)
-        images = _list_stems(self._images_path, "images")
-        masks = _list_stems(self._masks_path, "masks")
-        no_mask = sorted(set(images) - set(masks))
-        no_image = sorted(set(masks) - set(images))
-        found = (
-            f"found {len(images)} images in {self._images_path}, "
-            f"{len(masks)} masks in {self._masks_path}"
-        )
-        if not images or not masks:
-            raise ValueError(f"no image/mask pairs: {found} (extensions {IMAGE_EXTENSIONS})")
-        if no_mask or no_image:
-            raise ValueError(
-                f"images and masks do not pair up by stem: {found}; "
-                f"{len(no_mask)} images without masks [{_examples(no_mask)}], "
-                f"{len(no_image)} masks without images [{_examples(no_image)}]"
-            )
+        images, masks = _paired_stems(self._images_path, self._masks_path)
         stems = self._split_stems(sorted(images), split, split_files, split_ratio, seed)
         self._pairs = [(s, images[s], masks[s]) for s in stems]
-
         self.skipped: list[tuple[str, str]] = []
         if skip_bad:
-            good = []
-            for pair in self._pairs:
-                try:
-                    self._load(*pair)
-                except BadExampleError as e:
-                    self.skipped.append((pair[0], str(e)))
-                else:
-                    good.append(pair)
-            self._pairs = good
-            if self.skipped:
-                log.warning(
-                    "FolderSource %s split %r: skipped %d of %d bad examples [%s]",
-                    root,
-                    split,
-                    len(self.skipped),
-                    len(self.skipped) + len(good),
-                    _examples([s for s, _ in self.skipped]),
-                )
-            if not good:
-                raise ValueError(
-                    f"every example of split {split!r} in {root} is bad: "
-                    + ("; ".join(r for _, r in self.skipped[:3]))
-                )
+            self._pairs, self.skipped = _drop_bad(
+                self._pairs, self._load, f"split {split!r} in {root}"
+            )
 
     def _palette_lookup(self, palette):
         """Sorted 24-bit colour codes and the class of each, for searchsorted decoding."""
@@ -463,3 +427,48 @@ def build_membrane(
         skip_bad=skip_bad,
         invalid_to_ignore=invalid_to_ignore,
     )
+
+
+def _paired_stems(images_path: str, masks_path: str) -> tuple[dict, dict]:
+    """({stem: image file}, {stem: mask file}) of two folders whose stems pair up one to one;
+    ValueError saying what was found otherwise."""
+    images = _list_stems(images_path, "images")
+    masks = _list_stems(masks_path, "masks")
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    found = f"found {len(images)} images in {images_path}, {len(masks)} masks in {masks_path}"
+    if not images or not masks:
+        raise ValueError(f"no image/mask pairs: {found} (extensions {IMAGE_EXTENSIONS})")
+    if no_mask or no_image:
+        raise ValueError(
+            f"images and masks do not pair up by stem: {found}; "
+            f"{len(no_mask)} images without masks [{_examples(no_mask)}], "
+            f"{len(no_image)} masks without images [{_examples(no_image)}]"
+        )
+    return images, masks
+
+
+def _drop_bad(pairs: list[tuple], load, where: str) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """(the pairs load(*pair) reads, [(stem, reason)] of those it refuses with
+    BadExampleError), logged; ValueError when none is left. where: "split 'x' in <root>"."""
+    good, skipped = [], []
+    for pair in pairs:
+        try:
+            load(*pair)
+        except BadExampleError as e:
+            skipped.append((pair[0], str(e)))
+        else:
+            good.append(pair)
+    if skipped:
+        log.warning(
+            "FolderSource %s: skipped %d of %d bad examples [%s]",
+            where,
+            len(skipped),
+            len(pairs),
+            _examples([s for s, _ in skipped]),
+        )
+    if not good:
+        raise ValueError(
+            f"every example of {where} is bad: " + ("; ".join(r for _, r in skipped[:3]))
+        )
+    return good, skipped

@@ -2,7 +2,7 @@
 
 Each stage is timed alone, in the calling thread, on the same decoded examples, so its
 images/s is a per-core figure (Pillow and numpy release the GIL, so threads and worker
-processes add to it roughly per core). `python -m jaxseg.benchmark --data_only` prints
+processes add to it roughly per core). `python -m jaxseg.benchmark_input` prints
 this table before the pipeline's images/s per worker count; benchmarks/input_pipeline.py
 puts it beside albumentations.
 """
@@ -71,37 +71,33 @@ def stage_costs(
     pipeline.keep_freed_memory()  # as the pipeline does on first use
     indices = [i % len(source) for i in range(examples)]
     decoded = [source[i] for i in indices]
-    crop = tuple(augment["crop_size"])
-    scale_range = augment.get("scale_range")
-
     draws = itertools.count(len(indices))
 
     def rng(i=None):  # a fresh generator per call: every stage sees the spread of draws
         return np.random.default_rng([seed, next(draws) if i is None else i])
 
+    def check(e):
+        pipeline.check_mask(e["mask"], num_classes, ignore_index, "x")
+
+    stages = [("decode", lambda i: source[i], indices), ("check mask", check, decoded)]
+    stages += _augment_stages(decoded, augment, rng)
+    transform = pipeline.TrainTransform(
+        num_classes=num_classes, ignore_index=ignore_index, **augment
+    )
+    stages += _whole_stages(source, indices, decoded, transform, rng, ignore_index)
+    return [(name, per_image_ms(fn, items, repeats=repeats)) for name, fn, items in stages]
+
+
+def _augment_stages(decoded: list[dict], augment: dict, rng) -> list[tuple]:
+    """(name, fn, items) of each augmentation alone: rescale + crop on the decoded examples,
+    the others on crops of them."""
+    crop = tuple(augment["crop_size"])
+    scale_range = augment.get("scale_range")
     crops = [
         transforms.scaled_crop(e["image"], e["mask"], rng(i), crop, scale_range=scale_range)
         for i, e in enumerate(decoded)
     ]
-    canvas = tuple(np.max([e["mask"].shape for e in decoded], axis=0))
-    transform = pipeline.TrainTransform(
-        num_classes=num_classes, ignore_index=ignore_index, **augment
-    )
-
-    def host_path(i):
-        transform.random_map(source[i], rng(i))
-
-    def device_path(i):
-        e = source[i]
-        pipeline.pad_to_size(e["image"], e["mask"], canvas, ignore_index)
-
-    stages = [
-        ("decode", lambda i: source[i], indices),
-        (
-            "check mask",
-            lambda e: pipeline.check_mask(e["mask"], num_classes, ignore_index, "x"),
-            decoded,
-        ),
+    return [
         (
             "rescale + crop",
             lambda e: transforms.scaled_crop(
@@ -122,15 +118,26 @@ def stage_costs(
         ),
         ("photometric", lambda c: transforms.photometric(c[0], rng()), crops),
         ("blur", lambda c: transforms.gaussian_blur(c[0], rng(), prob=1.0), crops),
-        (
-            "train transform",
-            lambda e: transform.random_map(e, rng()),
-            decoded,
-        ),
+    ]
+
+
+def _whole_stages(source, indices, decoded, transform, rng, ignore_index: int) -> list[tuple]:
+    """(name, fn, items) of the whole train transform, with and without decoding, and of the
+    device path's host work (decode, pad to a canvas the size of the largest example)."""
+    canvas = tuple(np.max([e["mask"].shape for e in decoded], axis=0))
+
+    def host_path(i):
+        transform.random_map(source[i], rng(i))
+
+    def device_path(i):
+        e = source[i]
+        pipeline.pad_to_size(e["image"], e["mask"], canvas, ignore_index)
+
+    return [
+        ("train transform", lambda e: transform.random_map(e, rng()), decoded),
         ("decode + train transform", host_path, indices),
         ("device path: decode + pad", device_path, indices),
     ]
-    return [(name, per_image_ms(fn, items, repeats=repeats)) for name, fn, items in stages]
 
 
 def pipeline_images_per_s(iterator, *, batches: int, batch_size: int) -> float:
