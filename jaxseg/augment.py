@@ -28,10 +28,6 @@ from jaxseg.data import deform
 from jaxseg.data.appearance import BLUR_SIGMA
 from jaxseg.data.augment_spec import AugmentSpec
 
-# The options are the host's (one schema, the config's augment section); the name Options is
-# what the train step's signature (jaxseg.steps) and jaxseg.recipe use.
-Options = AugmentSpec
-
 
 def _resample_matrix(n, m, start, out_size: int, canvas: int):
     """f32[out_size, canvas]: rows start..start+out_size of Pillow's bilinear resize of n
@@ -54,7 +50,7 @@ def _nearest_rows(n, m, start, out_size: int):
     return jnp.minimum((2 * i + 1) * n // (2 * m), n - 1), i < m
 
 
-def crop_at(image, mask, size, scaled, origin, opts: Options):
+def crop_at(image, mask, size, scaled, origin, opts: AugmentSpec):
     """image u8[Hc,Wc,C], mask int[Hc,Wc] (the example in the top-left size = (H, W) of the
     canvas) rescaled to scaled = (h', w') and cropped to opts.crop_size at origin = (top,
     left) of the rescaled example padded to at least the crop: f32[h,w,C] (integer values,
@@ -73,7 +69,7 @@ def crop_at(image, mask, size, scaled, origin, opts: Options):
     return jnp.floor(jnp.clip(out, 0, 255) + 0.5), out_mask
 
 
-def rescale_crop(key, image, mask, size, opts: Options):
+def rescale_crop(key, image, mask, size, opts: AugmentSpec):
     """crop_at with the host's draws: s ~ U(scale_range), sides round(H s), round(W s) (at
     least 1), the crop's origin uniform over the positions inside the padded example."""
     crop_h, crop_w = opts.crop_size
@@ -90,7 +86,7 @@ def rescale_crop(key, image, mask, size, opts: Options):
     return crop_at(image, mask, (height, width), (m_h, m_w), (top, left), opts)
 
 
-def flip_rotate(key, image, mask, opts: Options):
+def flip_rotate(key, image, mask, opts: AugmentSpec):
     """Each enabled op with probability 1/2 (rot90: k uniform in 0..3, or {0, 2} for a
     non-square crop), hflip then vflip then rot90, image [h,w,C] and mask [h,w] together."""
     k_h, k_v, k_r = jax.random.split(key, 3)
@@ -121,7 +117,7 @@ def flip_rotate_at(image, mask, h=None, v=None, k=None):
     return image, mask
 
 
-def elastic(key, image, mask, opts: Options):
+def elastic(key, image, mask, opts: AugmentSpec):
     """The host's elastic deformation (deform.elastic): N(0, sigma) displacements on a
     grid x grid lattice, bicubic in between; warp."""
     g = opts.elastic_grid
@@ -225,7 +221,7 @@ def gaussian_blur(key, image, prob: float, sigma=BLUR_SIGMA):
     return jnp.where(jax.random.uniform(k_on) < prob, blurred, image)
 
 
-def augment_example(key, image, mask, size, opts: Options):
+def augment_example(key, image, mask, size, opts: AugmentSpec):
     """One example: image u8[Hc,Wc,C], mask int[Hc,Wc], size i32[2] -> (u8[h,w,C],
     i32[h,w]), the chain of transforms.train_transform."""
     k_crop, k_flip, k_elastic, k_photo, k_blur = jax.random.split(key, 5)
@@ -240,7 +236,7 @@ def augment_example(key, image, mask, size, opts: Options):
     return out.astype(jnp.uint8), out_mask
 
 
-def augment_batch(key, batch: dict, opts: Options) -> dict:
+def augment_batch(key, batch: dict, opts: AugmentSpec) -> dict:
     """{"image": u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]} (the padded canvas and
     each example's own size) -> {"image": u8[B,h,w,C], "mask": i32[B,h,w]}. Example b uses
     fold_in(key, b): the same values whatever the batch's sharding."""

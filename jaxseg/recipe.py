@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg import augment, checkpoint, config_checks, configs, inference, losses, sharding, steps
+from jaxseg import checkpoint, config_checks, configs, inference, losses, sharding, steps
 from jaxseg import workdir as run_files
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.class_weights import image_classes
 from jaxseg.crf import CRFError, CRFParams
 from jaxseg.data import make_source as _make_source
+from jaxseg.data.augment_spec import AugmentSpec
 from jaxseg.data.pipeline import eval_batches as _eval_batches
 from jaxseg.data.pipeline import sampling_probabilities
 from jaxseg.data.pipeline import train_iterator as _train_iterator
@@ -129,13 +130,13 @@ def train_iterator(
     )
 
 
-def device_augment(config) -> augment.Options | None:
-    """config.augment as jaxseg.augment.Options when it runs in the train step."""
+def device_augment(config) -> AugmentSpec | None:
+    """config.augment as an AugmentSpec when it runs in the train step."""
     if config.augment.backend != "device":
         return None
     options = augment_options(config)
     options.pop("cat_max_ratio")  # refused on the device by check_options unless 1.0
-    return augment.Options(ignore_index=config.data.ignore_index, **options)
+    return AugmentSpec(ignore_index=config.data.ignore_index, **options)
 
 
 def eval_batches(config, source, batch_size: int):
@@ -355,7 +356,7 @@ class Parts:
     schedule: Any
     tx: Any
     class_weights: jax.Array | None
-    augment: augment.Options | None
+    augment: AugmentSpec | None
     inference: inference.Settings
     train_step: Callable
     eval_step: Callable

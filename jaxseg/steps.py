@@ -9,6 +9,7 @@ import optax
 
 from jaxseg import augment as augment_lib
 from jaxseg import inference, losses, metrics
+from jaxseg.data.augment_spec import AugmentSpec
 from jaxseg.inference import normalize
 from jaxseg.state import TrainState
 
@@ -52,7 +53,7 @@ def train_step(
     class_weights=None,
     loss_options: tuple[tuple[str, tuple], ...] = (),
     keep_stats_if_nonfinite: bool = False,
-    augment: augment_lib.Options | None = None,
+    augment: AugmentSpec | None = None,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 

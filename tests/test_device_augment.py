@@ -14,6 +14,7 @@ from jaxseg import augment as A
 from jaxseg import cli, configs, sharding
 from jaxseg.data import appearance, deform, pipeline
 from jaxseg.data import transforms as T
+from jaxseg.data.augment_spec import AugmentSpec
 from jaxseg.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,7 @@ def _draw_crop(rng):
 
 def _device_crop(image, mask, p):
     canvas = pipeline.pad_to_size(np.asarray(image), np.asarray(mask), (48, 40), 255)
-    return A.crop_at(*map(jnp.asarray, canvas), (36, 36), *p, A.Options(crop_size=CROP))
+    return A.crop_at(*map(jnp.asarray, canvas), (36, 36), *p, AugmentSpec(crop_size=CROP))
 
 
 def _draw_photometric(rng):  # every step on (each off draw skips one jnp.where)
@@ -138,7 +139,7 @@ def test_distributions_match_the_host_path():
     n = 400
     kw = dict(crop_size=(16, 16), scale_range=(0.5, 2.0), hflip=True, photometric=True)
     host = [T.train_transform(image, mask, np.random.default_rng(i), **kw) for i in range(n)]
-    opts = A.Options(**kw)
+    opts = AugmentSpec(**kw)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(n))
     dev = jax.jit(jax.vmap(functools.partial(A.augment_example, opts=opts), (0, None, None, None)))(
         keys, jnp.asarray(image), jnp.asarray(mask), jnp.asarray([24, 32])
@@ -162,7 +163,7 @@ def test_same_batch_on_one_and_eight_devices():
         "mask": rng.integers(0, 5, (8, 20, 24)).astype(np.uint8),
         "size": np.array([[20, 24], [17, 19]] * 4, np.int32),
     }
-    opts = A.Options(
+    opts = AugmentSpec(
         crop_size=(12, 12), scale_range=(0.5, 2.0), vflip=True, rot90=True,
         elastic_sigma=2.0, photometric=True, blur_prob=0.5,
     )  # fmt: skip
