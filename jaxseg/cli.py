@@ -22,10 +22,10 @@ import linecache
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from jaxseg import configs
@@ -300,3 +300,19 @@ def parse_size(text: str) -> tuple[int, int]:
     if min(size) <= 0:
         raise ValueError(f"size {text!r} is not HxW with positive integers, like 512x512")
     return size
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+    """Runs an entry point under absl.app.run (absl logging, init callbacks, its handling of
+    errors and exit codes). main takes argv without the program name and parses it into a
+    FlagValues of its own (parse_flags), so an entry can also be called in-process."""
+
+    def parser(argv: list[str]) -> list[str]:
+        flags.FLAGS.mark_as_parsed()  # no global flags: main parses its own
+        flags.FLAGS.verbosity = -1  # absl's warnings, not its INFO lines (app.run's default)
+        return list(argv)
+
+    def entry(argv: list[str]) -> None:
+        main(argv[1:])  # what main returns (evaluate's report) is for in-process callers
+
+    app.run(entry, flags_parser=parser)
