@@ -1,10 +1,11 @@
 """The one place that turns a config into parts: sources, model, optimizer, iterators, class
-weights, inference settings and the step partials. Entry points (train, benchmark,
-evaluate, predict, export) build from here and jit the partials themselves.
+weights, inference settings and the step partials. A run gets them all at once from
+build() -> Parts; evaluate, predict, export and the benchmarks take the pieces they need.
+Entry points jit the partials themselves.
 
 The config holds only options the chosen model, dataset and losses take (jaxseg.configs);
-options that act only under a switch (slide windows, the CRF, host- or device-only
-augmentation) are refused here, naming the field, when the switch leaves them off.
+options that would not act are refused by jaxseg.config_checks, values a part refuses (an
+optimizer name, a CRF parameter) as build makes that part.
 """
 
 from __future__ import annotations
