@@ -11,19 +11,17 @@ loss there is exactly 0 (per-pixel) or masked out of every sum (region). All sha
 so every function works under jit, vmap and grad; selection (OHEM, top-k, Lovasz) uses sorts,
 not boolean indexing.
 
-The functions live in jaxseg.pixel_losses and jaxseg.region_losses; this module registers
-them (LOSSES, and `register` for plug-ins), names them all (jaxseg.losses.dice_loss, ...) and
-combines them (combined_loss).
+The functions live in jaxseg.pixel_losses and jaxseg.region_losses, each registered where it
+is defined (jaxseg.loss_table.register, as a plug-in registers); this module imports them
+all, names them (jaxseg.losses.dice_loss, ...) and combines them (combined_loss).
 """
 
 from __future__ import annotations
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 
-from jaxseg import registry
+from jaxseg.loss_table import LOSSES, needs_distance, options, register, takes
 from jaxseg.pixel_losses import (
     boundary_loss,
     cross_entropy,
@@ -43,67 +41,28 @@ from jaxseg.region_losses import (
     tversky_loss,
 )
 
-LOSSES = {
-    "ce": cross_entropy,
-    "ohem": ohem_cross_entropy,
-    "topk": topk_cross_entropy,
-    "focal": focal_loss,
-    "dice": dice_loss,
-    "jaccard": jaccard_loss,
-    "tversky": tversky_loss,
-    "focal_tversky": focal_tversky_loss,
-    "lovasz": lovasz_softmax,
-    "bce": sigmoid_bce,
-    "binary_dice": binary_dice_loss,
-    "lovasz_hinge": lovasz_hinge,
-    "boundary": boundary_loss,
-}
-
-# Keywords the step supplies itself, not options a user sets.
-_SUPPLIED = frozenset({"ignore_index", "class_weights", "distance"})
-
-
-def register(name: str):
-    """Function decorator: LOSSES[name] = a loss `fn(logits f32[B,H,W,K], labels i32[B,H,W],
-    *, ignore_index, <options with defaults>)` returning f32[] or a per-pixel pair (loss
-    f32[B,H,W], weight f32[B,H,W]) that the step reduces with weighted_mean. Its options
-    become the config's loss.<name> section; `class_weights` and `distance` keywords, when it
-    has them, receive the run's class weights and the boundary distance maps."""
-
-    def add(fn):
-        options(fn)  # every option has a usable default
-        registry.add(LOSSES, "loss", name, fn)
-        return fn
-
-    return add
-
-
-def options(loss) -> dict:
-    """{option: default} of a loss (a name of LOSSES or the function): its keyword-only
-    arguments but those the step supplies (ignore_index, class_weights, distance)."""
-    fn = registry.lookup(LOSSES, "loss", loss) if isinstance(loss, str) else loss
-    owner = getattr(fn, "__qualname__", repr(fn))
-    params = inspect.signature(fn).parameters.values()
-    out = {}
-    for p in params:
-        if p.kind is not p.KEYWORD_ONLY or p.name in _SUPPLIED:
-            continue
-        if p.default is p.empty:
-            raise TypeError(f"{owner}: option {p.name!r} needs a default")
-        out[p.name] = registry.config_value(owner, p.name, p.default, p.annotation)
-    return out
-
-
-def takes(name: str, keyword: str) -> bool:
-    """Whether LOSSES[name] takes `keyword` (class_weights, distance, ...)."""
-    fn = registry.lookup(LOSSES, "loss", name)
-    return keyword in inspect.signature(fn).parameters
-
-
-def needs_distance(terms) -> bool:
-    """Whether a term of `terms` ((name, weight) pairs) takes the boundary distance maps
-    that the host pipeline makes after augmentation."""
-    return any(takes(str(name), "distance") for name, _ in terms)
+__all__ = [
+    "LOSSES",
+    "binary_dice_loss",
+    "boundary_loss",
+    "combined_loss",
+    "cross_entropy",
+    "dice_loss",
+    "focal_loss",
+    "focal_tversky_loss",
+    "jaccard_loss",
+    "lovasz_hinge",
+    "lovasz_softmax",
+    "needs_distance",
+    "ohem_cross_entropy",
+    "options",
+    "register",
+    "sigmoid_bce",
+    "takes",
+    "topk_cross_entropy",
+    "tversky_loss",
+    "weighted_mean",
+]
 
 
 def combined_loss(

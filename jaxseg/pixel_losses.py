@@ -15,7 +15,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxseg.loss_table import register
 
+
+@register("ce")
 def cross_entropy(
     logits: jax.Array,
     labels: jax.Array,
@@ -113,6 +116,7 @@ def _hardness(nll: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     return hard, ranks
 
 
+@register("ohem")
 def ohem_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,
@@ -146,6 +150,7 @@ def ohem_cross_entropy(
     return nll, weight * keep.astype(jnp.float32)
 
 
+@register("topk")
 def topk_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,
@@ -175,6 +180,7 @@ def topk_cross_entropy(
     return nll, weight * keep.astype(jnp.float32)
 
 
+@register("focal")
 def focal_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -225,6 +231,7 @@ def binary_inputs(
     return logits, target, valid
 
 
+@register("bce")
 def sigmoid_bce(
     logits: jax.Array,
     labels: jax.Array,
@@ -251,6 +258,7 @@ def sigmoid_bce(
 # Boundary
 
 
+@register("boundary")
 def boundary_loss(
     logits: jax.Array,
     labels: jax.Array,

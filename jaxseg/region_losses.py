@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxseg.loss_table import register
 from jaxseg.pixel_losses import binary_inputs, masked_probs, safe_pow
 
 
@@ -45,6 +46,7 @@ def _tversky_index(tp, fp, fn, alpha: float, beta: float, smooth: float) -> jax.
     return _safe_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth)
 
 
+@register("dice")
 def dice_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -68,6 +70,7 @@ def dice_loss(
     return jnp.mean(1.0 - _safe_ratio(2.0 * tp + smooth, 2.0 * tp + fp + fn + smooth))
 
 
+@register("jaccard")
 def jaccard_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -84,6 +87,7 @@ def jaccard_loss(
     return jnp.mean(1.0 - _tversky_index(tp, fp, fn, 1.0, 1.0, smooth))
 
 
+@register("tversky")
 def tversky_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -104,6 +108,7 @@ def tversky_loss(
     return jnp.mean(1.0 - _tversky_index(tp, fp, fn, alpha, beta, smooth))
 
 
+@register("focal_tversky")
 def focal_tversky_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -164,6 +169,7 @@ def _lovasz_softmax_flat(
     return jnp.sum(per_class * present) / jnp.maximum(jnp.sum(present), 1.0)
 
 
+@register("lovasz")
 def lovasz_softmax(
     logits: jax.Array,
     labels: jax.Array,
@@ -198,6 +204,7 @@ def lovasz_softmax(
 # Binary (one foreground class) losses on logits f32[B,H,W] or f32[B,H,W,1]
 
 
+@register("binary_dice")
 def binary_dice_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -222,6 +229,7 @@ def binary_dice_loss(
     return jnp.mean(1.0 - _safe_ratio(2.0 * tp + smooth, den))
 
 
+@register("lovasz_hinge")
 def lovasz_hinge(
     logits: jax.Array,
     labels: jax.Array,
