@@ -20,7 +20,8 @@ def test_counts():
     # Mehta et al. 2018, Table 1 / Sec. 4: ESPNet (alpha2 = 2, alpha3 = 8) has 0.364 M
     # parameters for Cityscapes' 20 classes (19 + background).
     assert espnet == 365_109 and abs(espnet / 364_000 - 1) < 0.03
-    assert count_params(_shapes(ESPNet(20, "espnet_c"), x)["params"]) == 211_145
+    # ESPNet-C with the release's p=2, q=8 (train/main.py): ESPNet without its decoder.
+    assert count_params(_shapes(ESPNet(20, "espnet_c"), x)["params"]) == 349_449
     # An ESP module (64 -> 64): 1x1 64->12, 3x3 12->16 (d1), four 3x3 12->12, BN + PReLU.
     y = jnp.zeros((1, 16, 16, 64))
     esp = count_params(jax.eval_shape(lambda: ESP(64).init(jax.random.key(0), y, False))["params"])

@@ -14,11 +14,13 @@ Model.py), with its module names (encoder.level1, level2_i, b1..b3, up_l3, ...).
   ESP module (no residual), 2x2 transposed conv + BR, concatenation with level 1 (19
   channels), CBR 3x3, and a last 2x2 transposed conv to full resolution.
 
-Variants (`variant`): "espnet" (default; alpha2 = 2, alpha3 = 8, the paper's) and
-"espnet_c" (the encoder alone, alpha2 = 5, alpha3 = 3, the release's defaults, its
-logits upsampled bilinearly from stride 8). Inputs are padded to a multiple of 8 and the
+Variants (`variant`): "espnet" (default) and "espnet_c" (the encoder alone, its logits
+upsampled bilinearly from stride 8), both with alpha2 = 2, alpha3 = 8: the paper's, and the
+release's (train/main.py's defaults `--p 2 --q 8`, the weights it ships as
+pretrained/encoder/espnet_p_2_q_8.pth; Model.py's ESPNet_Encoder signature says p=5,
+q=3, which the training script overrides). Inputs are padded to a multiple of 8 and the
 logits cropped back, so any H, W works. Parameters (20 classes, as the paper's Cityscapes
-model): 365,109 for ESPNet (the paper: 0.364 M, +0.3 %), 211,145 for ESPNet-C; pinned
+model): 365,109 for ESPNet (the paper: 0.364 M, +0.3 %), 349,449 for ESPNet-C; pinned
 in tests/test_models_espnet.py.
 """
 
@@ -40,7 +42,7 @@ from jaxseg.models.layers import (
 )
 from jaxseg.models.table import register
 
-VARIANTS = {"espnet": (2, 8), "espnet_c": (5, 3)}  # (alpha2, alpha3)
+VARIANTS = {"espnet": (2, 8), "espnet_c": (2, 8)}  # (alpha2, alpha3)
 RATES = (1, 2, 4, 8, 16)
 
 
