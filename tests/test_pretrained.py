@@ -111,6 +111,19 @@ def test_transposed_conv_weights_load_as_torch_applies_them(tmp_path):
     assert np.abs(np.asarray(got) - expected).max() <= 1e-5
 
 
+def test_transposed_kernels_of_the_built_in_models():
+    """Found by layer type, whatever the models name them (no torch needed)."""
+
+    def names(model_name):
+        paths = transposed_kernels(build_model(model_name, 3), (32, 32, 3))
+        return sorted(p[1] for p in paths)
+
+    assert names("espnet") == ["classifier", "up_l2_0", "up_l3_0"]
+    assert names("fcn_vgg16") == ["upscore2", "upscore8", "upscore_pool4"]
+    assert names("unet") == [f"ConvTranspose2x2_{i}" for i in range(4)]
+    assert names("segnet") == []
+
+
 def test_read_npz_and_safetensors_alike(tmp_path):
     state = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.ones(2)}
     np.savez(tmp_path / "w.npz", **state)
