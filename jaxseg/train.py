@@ -129,7 +129,13 @@ def initial_state(parts, manager, train_iter, rng, say) -> tuple:
     config = parts.config
     if config.model.pretrained:
         variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-        variables = load_pretrained(parts.model, variables, config.model.pretrained, say)
+        variables = load_pretrained(
+            parts.model,
+            variables,
+            config.model.pretrained,
+            say,
+            image_shape=(*config.data.image_size, 3),
+        )
         targets = {"params": shardings.params, "batch_stats": shardings.batch_stats}
         variables = jax.device_put(variables, targets)
         state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

@@ -2,6 +2,7 @@
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +10,13 @@ import pytest
 
 from jaxseg import cli
 from jaxseg.models import build_model
+from jaxseg.models.layers import ConvTranspose3x3
 from jaxseg.models.pretrained import (
     convert_state_dict,
     load_pretrained,
     read_state_dict,
     torch_key,
+    transposed_kernels,
 )
 from jaxseg.train import train_and_evaluate
 from tests.torch_support import torch
@@ -63,6 +66,62 @@ def test_convert_transposes_layouts_and_reports_what_it_could_not_load():
     assert report["mismatched"] == ["head.weight: file (4, 3), model (4, 5)"]
     assert report["unused"] == ["fc.weight"]
     np.testing.assert_array_equal(out["params"]["head"]["kernel"], 0.0)  # left as it was
+
+
+class _Upsamplers(nn.Module):
+    """Three stride-2 transposed convs, Cin == Cout so that a wrong layout loads silently."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        # torch padding=1, output_padding=1 <-> lax padding (k-1-p, k-1-p+output_padding).
+        x = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), name="up")(x)
+        x = ConvTranspose3x3(4, name="up3")(x)
+        return nn.ConvTranspose(
+            4, (2, 2), strides=(2, 2), padding="VALID", transpose_kernel=True, name="upt"
+        )(x)
+
+
+def test_transposed_conv_weights_load_as_torch_applies_them(tmp_path):
+    """ConvTranspose2d state dicts (stride 2, output padding) through load_pretrained give
+    torch's output: flax ConvTranspose, jaxseg's ConvTranspose3x3 and, already in torch's
+    order, flax ConvTranspose(transpose_kernel=True)."""
+    t = torch()
+    t.manual_seed(0)
+    ref = t.nn.Module()
+    ref.up = t.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1)
+    ref.up3 = t.nn.ConvTranspose2d(4, 4, 3, stride=2)
+    ref.upt = t.nn.ConvTranspose2d(4, 4, 2, stride=2)
+    t.save(ref.state_dict(), tmp_path / "up.pth")
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    model = _Upsamplers()
+    assert transposed_kernels(model, x.shape[1:]) == {
+        ("params", "up", "kernel"),
+        ("params", "up3", "kernel"),
+    }
+    lines = []
+    variables = load_pretrained(
+        model, model.init(jax.random.key(1), x), tmp_path / "up.pth", lines.append, x.shape[1:]
+    )
+    assert lines == [f"pretrained {tmp_path / 'up.pth'}: loaded 6 tensors"]
+    got = model.apply(variables, x)
+    with t.no_grad():
+        y = t.from_numpy(x.transpose(0, 3, 1, 2))
+        expected = ref.upt(ref.up3(ref.up(y))).numpy().transpose(0, 2, 3, 1)
+    assert got.shape == expected.shape == (1, 26, 42, 4)
+    assert np.abs(np.asarray(got) - expected).max() <= 1e-5
+
+
+def test_transposed_kernels_of_the_built_in_models():
+    """Found by layer type, whatever the models name them (no torch needed)."""
+
+    def names(model_name):
+        paths = transposed_kernels(build_model(model_name, 3), (32, 32, 3))
+        return sorted(p[1] for p in paths)
+
+    assert names("espnet") == ["classifier", "up_l2_0", "up_l3_0"]
+    assert names("fcn_vgg16") == ["upscore2", "upscore8", "upscore_pool4"]
+    assert names("unet") == [f"ConvTranspose2x2_{i}" for i in range(4)]
+    assert names("segnet") == []
 
 
 def test_read_npz_and_safetensors_alike(tmp_path):

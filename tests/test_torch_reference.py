@@ -1,6 +1,6 @@
 """The PyTorch throughput reference (benchmarks/): same networks as jaxseg, and it runs.
 
-Skips without torch (CI has none). The reference and the compare driver run as
+Skips without torch (CI installs it: the parity extra). The reference and the compare driver run as
 subprocesses, as they do for real: each framework owns the process.
 """
 

@@ -1,4 +1,4 @@
-"""PyTorch references for the parity tests (optional: they skip without torch).
+"""PyTorch references for the parity tests (they skip without torch; `.[parity]` installs it).
 
 The CPU build of torch installs here from a local wheel (`pip install torch==2.13.0`);
 PyPI's torchvision wheels are CUDA builds whose compiled ops fail to load against

@@ -57,9 +57,10 @@ class BilinearUpsample(nn.Module):
     A transposed conv, kernel 2f, stride f, padding f/2, no bias, initialised to
     bilinear interpolation. The kernel [2f,2f,Cin,features] follows
     flax.linen.ConvTranspose (a torch ConvTranspose2d weight w [Cin,Cout,k,k] is
-    w.transpose(2, 3, 0, 1)[::-1, ::-1]); pretrained.py does not convert it.
+    w.transpose(2, 3, 0, 1)[::-1, ::-1], as pretrained.py converts it).
     """
 
+    torch_transposed: ClassVar[bool] = True
     features: int
     factor: int
     dtype: Any = jnp.float32

@@ -14,7 +14,7 @@ as its plain twin (tests/test_layers.py pins that):
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -166,6 +166,7 @@ class ConvTranspose2x2(nn.Module):
     kernel, so output windows never overlap.
     """
 
+    torch_transposed: ClassVar[bool] = True  # pretrained.py: ConvTranspose2d's layout
     features: int
     use_bias: bool = True
     transpose_impl: str = "plain"
@@ -203,6 +204,7 @@ class ConvTranspose3x3(nn.Module):
     (row, column) parity phases as 4*features channels, and a depth-to-space interleaves them.
     """
 
+    torch_transposed: ClassVar[bool] = True  # pretrained.py: ConvTranspose2d's layout
     features: int
     use_bias: bool = True
     transpose_impl: str = "plain"

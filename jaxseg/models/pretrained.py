@@ -13,7 +13,13 @@ merged (HuggingFace SegFormer), a static `adapt_state_dict(state) -> state` rewr
 the file's dict first.
 
 Layouts: conv weights O,I,kh,kw -> kh,kw,I,O (depthwise: C,1,kh,kw -> kh,kw,1,C);
-linear weights O,I -> I,O. Transposed-convolution kernels are not converted.
+linear weights O,I -> I,O. A transposed convolution's weight (ConvTranspose2d: I,O,kh,kw)
+-> kh,kw,I,O flipped in both spatial axes, the kernel that lax.conv_transpose (flax's
+ConvTranspose with transpose_kernel=False) applies; flax's ConvTranspose with
+transpose_kernel=True stores kh,kw,O,I unflipped, which is the ordinary conv conversion.
+Shapes cannot tell these apart when I == O, so `transposed_kernels` finds the transposed
+layers by tracing the model: flax's ConvTranspose, and any module class with
+`torch_transposed = True` (jaxseg's ConvTranspose2x2, ConvTranspose3x3, BilinearUpsample).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _LEAVES = {
@@ -85,7 +93,32 @@ def torch_key(path: tuple[str, ...], renames=()) -> str:
     return key
 
 
-def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+def _is_transposed(module: nn.Module) -> bool:
+    if isinstance(module, nn.ConvTranspose):
+        return not module.transpose_kernel
+    return bool(getattr(type(module), "torch_transposed", False))
+
+
+def transposed_kernels(model: nn.Module, image_shape=(224, 224, 3)) -> frozenset:
+    """Variable paths ("params", *module names, "kernel") of the kernels that `model`
+    applies as transposed convolutions in lax's layout, found by tracing (shapes only) its
+    init on one image of `image_shape` (H, W, C)."""
+    found = set()
+
+    def record(call, args, kwargs, context):
+        if context.method_name == "__call__" and _is_transposed(context.module):
+            found.add(("params", *context.module.path, "kernel"))
+        return call(*args, **kwargs)
+
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    return frozenset(found)
+
+
+def _to_flax(array: np.ndarray, leaf: str, transposed: bool = False) -> np.ndarray:
+    if transposed:  # ConvTranspose2d: I,O,kh,kw -> kh,kw,I,O, flipped
+        return array.transpose(2, 3, 0, 1)[::-1, ::-1]
     if leaf == "kernel" and array.ndim == 4:
         return array.transpose(2, 3, 1, 0)
     if leaf == "kernel" and array.ndim == 2:
@@ -93,8 +126,13 @@ def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     return array
 
 
-def convert_state_dict(variables: dict, state: dict[str, np.ndarray], renames=()):
+def convert_state_dict(
+    variables: dict, state: dict[str, np.ndarray], renames=(), transposed=frozenset()
+):
     """Fills `variables` ({"params", "batch_stats"}) from a PyTorch state dict.
+
+    `transposed` holds the variable paths of transposed-convolution kernels
+    (`transposed_kernels(model)`); their weights are converted from ConvTranspose2d's layout.
 
     A key missing from `state` is looked up without its "backbone." prefix too, so
     an ImageNet classification checkpoint loads into a segmentation backbone.
@@ -113,7 +151,7 @@ def convert_state_dict(variables: dict, state: dict[str, np.ndarray], renames=()
         if key not in state:
             report["missing"].append(key)
             return leaf_value
-        value = _to_flax(state[key], names[-1])
+        value = _to_flax(state[key], names[-1], names in transposed)
         used.add(key)
         if value.shape != leaf_value.shape:
             report["mismatched"].append(f"{key}: file {value.shape}, model {leaf_value.shape}")
@@ -128,11 +166,14 @@ def convert_state_dict(variables: dict, state: dict[str, np.ndarray], renames=()
     return out, report
 
 
-def load_pretrained(model, variables: dict, path: str | Path, log=print) -> dict:
+def load_pretrained(
+    model, variables: dict, path: str | Path, log=print, image_shape=(224, 224, 3)
+) -> dict:
     """Returns `variables` with every matching tensor from the file at `path`.
 
     Raises when nothing matches (wrong file for this model); logs one line per
     category otherwise, so a partial load (backbone only, new classifier) is visible.
+    `image_shape` (H, W, C) is one input the model accepts, for `transposed_kernels`.
     """
     state = read_state_dict(path)
     # A model may rewrite other layouts of its weights first (an ImageNet classifier's
@@ -141,7 +182,8 @@ def load_pretrained(model, variables: dict, path: str | Path, log=print) -> dict
     if adapt is not None:
         state = adapt(state)
     renames = getattr(type(model), "torch_renames", ())
-    out, report = convert_state_dict(variables, state, renames)
+    transposed = transposed_kernels(model, image_shape)
+    out, report = convert_state_dict(variables, state, renames, transposed)
     if not report["loaded"]:
         example = report["missing"][:3]
         raise ValueError(
