@@ -110,6 +110,48 @@ def _step(name, size, dtype, options=None):
         assert value.shape[0] == 1
 
 
+# The forward walk's input side; fcn_vgg16 needs 64: below it pool5 is one pixel and its
+# fc6/fc7 give every image the same scores.
+FORWARD_SIZE = (32, 32)
+FORWARD_SIZES = {"fcn_vgg16": (64, 64)}
+
+
+def _random_variables(model, size, seed=0):
+    """Variables in model.init's shapes: LeCun-normal kernels (Flax's default; fan-in = all axes
+    but the last),
+    unit scales and variances, zero biases and means, N(0, 0.02) for the rest (position
+    tables, tokens). Compiling init costs more than the forward itself (4-50 s a model on
+    two cores; init runs in the train steps below), so the forward walk fills them here."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size, 3)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype)
+        if name in ("bias", "mean"):
+            return np.zeros(leaf.shape, leaf.dtype)
+        std = np.sqrt(1 / max(1, int(np.prod(leaf.shape[:-1])))) if name == "kernel" else 0.02
+        return (std * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward(name):
+    """MODELS[name] (OPTIONS' width) jitted in eval mode on a batch of two different images:
+    f32 logits [2, H, W, 4], finite, and not the same for both images."""
+    size = FORWARD_SIZES.get(name, FORWARD_SIZE)
+    model = build_model(name, 4, **OPTIONS.get(name, {}))
+    variables = _random_variables(model, size)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *size, 3)), jnp.float32)
+    logits, _ = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
+    assert logits.shape == (2, *size, 4) and logits.dtype == jnp.float32
+    logits = np.asarray(logits)
+    assert np.isfinite(logits).all()
+    assert np.abs(logits[0] - logits[1]).max() > 1e-3 * np.abs(logits).max()
+
+
 # Compiling a train step of a fixed-width backbone costs 20-60 s on two CPU cores. The
 # default suite steps the main model (deeplabv3plus) and one of each other family; the
 # rest of the ResNet and MobileNet models step when slow tests are asked for (their
