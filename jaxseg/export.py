@@ -47,6 +47,10 @@ from jaxseg.segmenter import OUTPUTS, Segmenter, select_output
 
 ALLOWED = config_checks.INFERENCE_FIELDS  # --config.* keys that act here
 ARTIFACT = "model.jaxexport"
+# jax.export's lowering platforms; lowering needs no device of the kind. Every model in
+# MODELS, and slide, TTA and CRF inference, lower for the default three (tests/test_export.py).
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 PARAMS = "params.npz"
 OUTPUT_MEANING = {
     "labels": "class indices i32[b, H, W]",
@@ -71,15 +75,32 @@ def exported_function(seg: Segmenter, output: str, params_as_args: bool):
     return (lambda images: select_output(scores(host, images), output)), leaves
 
 
-def export_jax(seg, size, output, *, params_as_args=False, platforms=("cpu", "cuda", "tpu")):
-    """The jax.export.Exported of seg at size (H, W) with a symbolic batch, and its leaves."""
+def check_platforms(platforms) -> tuple[str, ...]:
+    """platforms as a tuple; a ConfigError names an empty list, a repeat or an unknown one."""
+    platforms = tuple(platforms)
+    if not platforms:
+        raise configs.ConfigError(f"--platforms is empty; valid: {', '.join(PLATFORMS)}")
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown:
+        raise configs.ConfigError(
+            f"--platforms: unknown {', '.join(unknown)}; valid: {', '.join(PLATFORMS)}"
+        )
+    if len(set(platforms)) < len(platforms):
+        raise configs.ConfigError(f"--platforms names one twice: {','.join(platforms)}")
+    return platforms
+
+
+def export_jax(seg, size, output, *, params_as_args=False, platforms=DEFAULT_PLATFORMS):
+    """The jax.export.Exported of seg at size (H, W) with a symbolic batch, lowered for each
+    of platforms (check_platforms), and its leaves."""
+    platforms = check_platforms(platforms)
     fn, leaves = exported_function(seg, output, params_as_args)
     (batch,) = jax.export.symbolic_shape("b")
     images = jax.ShapeDtypeStruct((batch, *size, 3), jnp.uint8)
     args = (images,)
     if params_as_args:
         args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves], images)
-    return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*args), leaves
+    return jax.export.export(jax.jit(fn), platforms=platforms)(*args), leaves
 
 
 def export_onnx(seg, size, output, path: str) -> list[str]:
@@ -172,13 +193,22 @@ def export_run(
     output: str = "labels",
     fmt: str = "jax",
     params_as_args: bool = False,
-    platforms=("cpu", "cuda", "tpu"),
+    platforms=DEFAULT_PLATFORMS,
     overrides: dict | None = None,
     validate_count: int = 0,
 ) -> dict:
     """Writes the export of the run in workdir to out; returns the manifest (see doc)."""
     if output not in OUTPUTS:
         raise configs.ConfigError(f"--output={output!r}; valid: {', '.join(OUTPUTS)}")
+    if fmt == "jax":
+        platforms = check_platforms(platforms)
+        here = jax.default_backend()
+        if validate_count and not ({here} | ({"cuda", "rocm"} if here == "gpu" else set())) & set(
+            platforms
+        ):
+            raise configs.ConfigError(
+                f"--validate runs the artifact here ({here}): add it to --platforms"
+            )
     seg = Segmenter.from_workdir(workdir, checkpoint=checkpoint, overrides=overrides)
     size = tuple(size or seg.config.eval.size)
     os.makedirs(out, exist_ok=True)
@@ -288,7 +318,12 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_enum("output", "labels", list(OUTPUTS), "what the export returns", **define)
     flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "jax.export or ONNX", **define)
     flags.DEFINE_bool("params_as_args", False, "weights in params.npz, not embedded", **define)
-    flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "jax.export platforms", **define)
+    flags.DEFINE_list(
+        "platforms",
+        list(DEFAULT_PLATFORMS),
+        f"jax.export lowering platforms, a comma list of {', '.join(PLATFORMS)}",
+        **define,
+    )
     flags.DEFINE_integer("validate", 0, "compare N images with the live model", 0, **define)
     flags.DEFINE_alias("params-as-args", "params_as_args", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)

@@ -6,11 +6,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxseg import export, predict
+from jaxseg.models import MODELS, build_model
 from jaxseg.segmenter import Segmenter
 
 SIZE = (48, 40)
@@ -145,3 +147,70 @@ def test_onnx_export_gives_the_live_labels(membrane_run, tmp_path):
         export.export_run(
             membrane_run[0], str(tmp_path / "x"), fmt="onnx", overrides={"eval.mode": "slide"}
         )
+
+
+def test_artifact_declares_and_deserialises_for_cpu_cuda_and_tpu(membrane_run, exported):
+    """The default export is lowered for cpu, cuda and tpu; read back, it says so and on the
+    CPU gives what the same function exported for the CPU alone gives."""
+    out, manifest = exported
+    assert manifest["platforms"] == ["cpu", "cuda", "tpu"]
+    assert json.loads((out / "manifest.json").read_text())["platforms"] == manifest["platforms"]
+    exp = jax.export.deserialize(bytearray((out / "model.jaxexport").read_bytes()))
+    assert exp.platforms == ("cpu", "cuda", "tpu")
+    seg = Segmenter.from_workdir(membrane_run[0])
+    images = _images(2, seed=5)
+    everywhere, _ = export.export_jax(seg, SIZE, "logits")
+    cpu_only, _ = export.export_jax(seg, SIZE, "logits", platforms=("cpu",))
+    everywhere = jax.export.deserialize(everywhere.serialize())
+    assert everywhere.platforms == ("cpu", "cuda", "tpu")
+    np.testing.assert_array_equal(
+        np.asarray(everywhere.call(images)),
+        np.asarray(jax.export.deserialize(cpu_only.serialize()).call(images)),
+    )
+    np.testing.assert_array_equal(np.asarray(exp.call(images)), seg.predict(images))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"eval.mode": "slide", "eval.crop_size": (32, 32)},
+        {"eval.scales": (0.75, 1.0), "eval.flip": True},
+        {"eval.crf.enabled": True},
+    ],
+    ids=["slide", "tta", "crf"],
+)
+def test_inference_modes_lower_for_cpu_cuda_and_tpu(membrane_run, overrides):
+    seg = Segmenter.from_workdir(membrane_run[0], overrides=overrides)
+    exp, _ = export.export_jax(seg, SIZE, "labels")
+    assert jax.export.deserialize(exp.serialize()).platforms == ("cpu", "cuda", "tpu")
+
+
+def test_every_model_lowers_for_cpu_cuda_and_tpu():
+    """Lowering only (no device of the kind needed): weights as arguments, shapes from
+    eval_shape; no op of any model is platform-specific (no CPU-only custom call)."""
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    for name in sorted(MODELS):
+        model = build_model(name, 4)
+        variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+        fn = jax.jit(lambda v, x, model=model: model.apply(v, x)[0])
+        exp = jax.export.export(fn, platforms=("cpu", "cuda", "tpu"))(variables, x)
+        assert jax.export.deserialize(exp.serialize()).platforms == ("cpu", "cuda", "tpu"), name
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("cpu,gpu", "--platforms: unknown gpu; valid: cpu, cuda, rocm, tpu"),
+        ("cpu,cpu", "--platforms names one twice: cpu,cpu"),
+        ("", "--platforms is empty; valid: cpu, cuda, rocm, tpu"),
+        ("tpu", "--validate runs the artifact here (cpu): add it to --platforms"),
+    ],
+    ids=["unknown", "repeat", "empty", "not-here"],
+)
+def test_bad_platforms_are_one_line_naming_them(membrane_run, tmp_path, capsys, value, message):
+    argv = ["--workdir", membrane_run[0], "--out", str(tmp_path), "--platforms", value]
+    with pytest.raises(SystemExit) as e:
+        export.main([*argv, "--validate", "1"])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"jaxseg.export: error: {message}"
