@@ -3,6 +3,7 @@ sharing none of jaxseg's helpers: normalisation, bilinear resizing (F.interpolat
 align_corners=False, by its formula), slide_inference one window at a time, and test-time
 augmentation one view at a time, on numpy arrays. Tests compare jaxseg against them."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -14,10 +15,12 @@ def normalised(image, mean, std) -> np.ndarray:
 
 
 def forward(model, variables):
-    """f32[h,w,3] normalised -> f32[h,w,K] logits of model in eval mode, one image."""
+    """f32[h,w,3] normalised -> f32[h,w,K] logits of model in eval mode, one image (jitted:
+    one compile per image shape)."""
+    apply = jax.jit(lambda v, x: model.apply(v, x[None], train=False)[0][0])
 
     def logits(x):
-        return np.asarray(model.apply(variables, jnp.asarray(x)[None], train=False)[0][0])
+        return np.asarray(apply(variables, jnp.asarray(x, jnp.float32)))
 
     return logits
 
