@@ -128,3 +128,46 @@ def test_checkpoint_paths_keep_the_scheme(bucket):
     assert isinstance(path, epath.Path)
     with pytest.raises(FileNotFoundError, match=f"{BUCKET}/nope"):
         checkpoint.checkpoints_dir(f"{BUCKET}/nope", "init_from")
+
+
+class _RecordsThroughEpath:
+    """tensorboardX's gs:// writer factory without google-cloud-storage (which its own
+    needs): event files are opened with epath, so they land in the mocked bucket."""
+
+    def open(self, path):
+        return epath.Path(path).open("wb")
+
+    def directory_check(self, path):
+        epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _scalars(path) -> list[tuple[int, str, float]]:
+    """(step, tag, value) of every scalar in a TensorBoard event file, read by hand: TFRecord
+    frames (u64 length, u32 crc, data, u32 crc) of Event protos."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, out, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        event = Event.FromString(data[at + 12 : at + 12 + length])
+        out += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+        at += 12 + length + 4
+    return out
+
+
+def test_tensorboard_events_on_a_remote_workdir(bucket, monkeypatch):
+    from tensorboardX import record_writer
+
+    monkeypatch.setitem(record_writer.REGISTERED_FACTORIES, "gs", _RecordsThroughEpath())
+    log = writer.MetricWriter(f"{BUCKET}/run")
+    for step in (1, 2, 3):
+        log.write(step, {"train/loss": step / 4, "val/miou": float("nan")})
+    log.close()
+    (events,) = (bucket / "run").glob("events.out.tfevents.*")
+    assert _scalars(events) == [
+        (1, "train/loss", 0.25),
+        (2, "train/loss", 0.5),
+        (3, "train/loss", 0.75),
+    ]
