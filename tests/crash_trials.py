@@ -61,11 +61,21 @@ def _rows(workdir: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "train/img_per_sec"} for r in rows]
 
 
-def _unfinished(workdir: str) -> set[str]:
+def _unfinished(workdir: str) -> set[tuple[str, int, int]]:
     """Orbax's unfinished saves: the temporary directories of checkpoints/ (a save writes
-    one and renames it to the step's number when it has finished)."""
+    one, "126.orbax-checkpoint-tmp", and renames it to the step's number when it has
+    finished), as (name, inode, ctime): a later run's save of the same step that reuses the
+    name of one left behind is still told apart."""
     directory = os.path.join(workdir, "checkpoints")
-    return {d for d in os.listdir(directory) if "tmp" in d} if os.path.isdir(directory) else set()
+    found = set()
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        try:
+            stat = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:  # renamed meanwhile: that save has finished
+            continue
+        if "tmp" in name:
+            found.add((name, stat.st_ino, stat.st_ctime_ns))
+    return found
 
 
 def _newest(workdir: str) -> int | None:
