@@ -61,10 +61,21 @@ def _rows(workdir: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "train/img_per_sec"} for r in rows]
 
 
-def _saving(workdir: str) -> bool:
-    """An unfinished orbax save left behind (the kill landed during a save)."""
+def _unfinished(workdir: str) -> set[tuple[str, int, int]]:
+    """Orbax's unfinished saves: the temporary directories of checkpoints/ (a save writes
+    one, "126.orbax-checkpoint-tmp", and renames it to the step's number when it has
+    finished), as (name, inode, ctime): a later run's save of the same step that reuses the
+    name of one left behind is still told apart."""
     directory = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(directory) and any("tmp" in d for d in os.listdir(directory))
+    found = set()
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        try:
+            stat = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:  # renamed meanwhile: that save has finished
+            continue
+        if "tmp" in name:
+            found.add((name, stat.st_ino, stat.st_ctime_ns))
+    return found
 
 
 def _newest(workdir: str) -> int | None:
@@ -90,6 +101,7 @@ def run_trials(trials: int, out: str, seed: int = 0, log=print) -> dict:
     )
     kills = []
     while len(kills) < trials:
+        before = _unfinished(killed)  # left by earlier kills: not this run's saves
         log_path = os.path.join(out, f"kill{len(kills) + 1}.log")
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(
@@ -100,16 +112,24 @@ def run_trials(trials: int, out: str, seed: int = 0, log=print) -> dict:
                 stderr=subprocess.STDOUT,
             )
         # Once the run has made progress (a checkpoint newer than the one it resumed from),
-        # kill it within 3 s: during steps, and often during an asynchronous save.
+        # kill it: every other time within 3 s (during steps, sometimes during a save), in
+        # between as soon as the next asynchronous save has begun (its directory appears).
         start, deadline = _newest(killed), time.time() + 300
         while proc.poll() is None and time.time() < deadline and _newest(killed) == start:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 3.0))
+        if len(kills) % 2:
+            deadline = time.time() + 60
+            while proc.poll() is None and time.time() < deadline and _unfinished(killed) <= before:
+                time.sleep(0.002)
+        else:
+            time.sleep(rng.uniform(0.0, 3.0))
         if proc.poll() is not None:
             raise RuntimeError(f"the run ended before kill {len(kills) + 1}: raise total_steps")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills.append({"newest_checkpoint": _newest(killed), "during_save": _saving(killed)})
+        # During a save: a save of this run had begun and not finished when the kill landed.
+        during = bool(_unfinished(killed) - before)
+        kills.append({"newest_checkpoint": _newest(killed), "during_save": during})
         log(
             f"kill {len(kills)}: newest checkpoint {kills[-1]['newest_checkpoint']}, "
             f"save in flight: {kills[-1]['during_save']}"

@@ -1,4 +1,5 @@
-"""tests/crash_trials.py as a test: 20 SIGKILLs at random moments, then bit-identical."""
+"""tests/crash_trials.py as a test: 20 SIGKILLs, at random moments and during asynchronous
+saves (at least 5 of them), then bit-identical."""
 
 import os
 import sys
@@ -15,3 +16,5 @@ def test_twenty_random_kills_end_bit_identical(tmp_path):
     verdict = run_trials(20, str(tmp_path), seed=1, log=lambda *a: None)
     assert verdict["same_params"] and verdict["same_metrics"], verdict
     assert verdict["trials"] == 20
+    # Half the kills wait for a save to begin; at least 5 must land before it finishes.
+    assert verdict["during_save"] >= 5, verdict["kills"]

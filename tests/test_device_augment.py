@@ -64,6 +64,36 @@ def _rot_in(image, mask, k):  # even turns on a non-square image (a non-square c
     return (image, mask) if k % 2 else (image[:, :30], mask[:, :30])
 
 
+def _turned(image, mask, k, hflip=False):
+    """The reference for flips and turns, by index arithmetic: a quarter turn
+    counter-clockwise takes out[r, c] = in[c, W - 1 - r]; k of them, then a left-right
+    mirror (a top-bottom flip is two turns and a mirror)."""
+    for _ in range(k % 4):
+        w = image.shape[1]
+        r, c = np.mgrid[: image.shape[1], : image.shape[0]]
+        image, mask = image[c, w - 1 - r], mask[c, w - 1 - r]
+    if hflip:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return image, mask
+
+
+def test_host_flips_and_turns_are_the_index_arithmetic():
+    for k in range(4):
+        for got, want in zip(
+            T.rot90(IMAGE[:, :30], MASK[:, :30], k),
+            _turned(IMAGE[:, :30], MASK[:, :30], k),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(
+        (*T.hflip(IMAGE, MASK), *T.vflip(IMAGE, MASK)),
+        (*_turned(IMAGE, MASK, 0, True), *_turned(IMAGE, MASK, 2, True)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(_turned(IMAGE, MASK, 1)[1], np.rot90(MASK, -1))  # the sense
+
+
 EXACT = (0, 0.0)
 PARITY = {
     "rescale_crop": (
@@ -72,11 +102,11 @@ PARITY = {
         _device_crop,
         (1, 0.35),  # Pillow rounds to u8 between its two passes; the device once
     ),
-    "hflip": (lambda rng: None, lambda i, m, p: T.hflip(i, m),
+    "hflip": (lambda rng: None, lambda i, m, p: _turned(i, m, 0, hflip=True),
               lambda i, m, p: A.flip_rotate_at(i, m, h=jnp.bool_(True)), EXACT),
-    "vflip": (lambda rng: None, lambda i, m, p: T.vflip(i, m),
+    "vflip": (lambda rng: None, lambda i, m, p: _turned(i, m, 2, hflip=True),
               lambda i, m, p: A.flip_rotate_at(i, m, v=jnp.bool_(True)), EXACT),
-    "rot90": (lambda rng: int(rng.integers(4)), lambda i, m, k: T.rot90(*_rot_in(i, m, k), k),
+    "rot90": (lambda rng: int(rng.integers(4)), lambda i, m, k: _turned(*_rot_in(i, m, k), k),
               lambda i, m, k: A.flip_rotate_at(*_rot_in(i, m, k), k=jnp.int32(k)), EXACT),
     "elastic": (
         lambda rng: rng.normal(0.0, 4.0, (2, 3, 3)),

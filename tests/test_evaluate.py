@@ -4,15 +4,42 @@ flip, best checkpoint, reports, and refusals."""
 import json
 import os
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import checkpoint, evaluate
+from jaxseg import checkpoint, evaluate, recipe
+from jaxseg.segmenter import Segmenter
+from tests import reference_inference as R
 
 
 def _rows(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def _brute_force_confusion(workdir, which, predict):
+    """i64[2,2] (rows truth) counted with numpy over predictions made here: the trained
+    model applied image by image through tests/reference_inference.py.
+    predict(logits, x): the scores f32[h,w,K] of normalised x given the model's logits."""
+    live = Segmenter.from_workdir(workdir, checkpoint=which)
+    logits = R.forward(live.model, live.variables)
+    source = recipe.make_source(live.config, "val")
+    confusion = np.zeros((2, 2), np.int64)
+    for i in range(len(source)):
+        example = source[i]
+        labels = predict(logits, R.normalised(example["image"], live.mean, live.std)).argmax(-1)
+        truth = np.asarray(example["mask"], np.int64)
+        valid = truth != 255
+        confusion += np.bincount(2 * truth[valid] + labels[valid], minlength=4).reshape(2, 2)
+    return confusion
+
+
+def _miou(confusion):
+    """By hand: TP / (TP + FP + FN) per class in the truth or the prediction, averaged."""
+    cm = np.asarray(confusion, np.float64)
+    unions = [cm[k].sum() + cm[:, k].sum() - cm[k, k] for k in range(len(cm))]
+    return np.mean([cm[k, k] / u for k, u in enumerate(unions) if u > 0])
 
 
 def test_whole_mode_evaluate_equals_the_runs_last_val_miou(membrane_run, capsys):
@@ -31,6 +58,12 @@ def test_whole_mode_evaluate_equals_the_runs_last_val_miou(membrane_run, capsys)
     assert set(saved["scores"]["per_class"]["cell"]) >= {"iou", "dice", "precision", "recall"}
     assert {"boundary_iou", "ece"} <= set(saved["scores"]["per_class"]["membrane"])
     assert sum(map(sum, saved["confusion"])) == 5 * 512 * 512  # every val pixel counted once
+    # Against predictions and counts made here (near-ties may break either way).
+    brute = _brute_force_confusion(workdir, "latest", lambda logits, x: logits(x))
+    assert np.abs(np.asarray(saved["confusion"]) - brute).sum() <= 5, (saved["confusion"], brute)
+    assert report["scores"]["miou"] == pytest.approx(_miou(brute), abs=1e-5)
+    assert report["scores"]["miou"] == pytest.approx(_miou(saved["confusion"]), abs=1e-12)
+    assert brute[:, 1].sum() > 0 and brute[:, 0].sum() > 0  # both classes predicted
     assert saved["inference"]["mode"] == "whole" and saved["images_per_s"] > 0
     # One batch (5 images, batch 8): it compiles, so there is no stall to measure.
     assert saved["input_stall"] is None and "input stall" not in out
@@ -68,7 +101,14 @@ def test_slide_and_flip_on_the_best_checkpoint(membrane_run, tmp_path):
         "shorter_side": 0,
         "batch_size": 8,
     }
-    assert 0 <= saved["scores"]["miou"] <= 1
+
+    # MMSeg's slide loop on the image and on its mirror, softmax averaged, made here.
+    def slide_and_flip(logits, x):
+        return R.tta(lambda v: R.slide(logits, v, (256, 256), (170, 170)), x, flip=True)
+
+    brute = _brute_force_confusion(workdir, "best", slide_and_flip)
+    assert np.abs(np.asarray(saved["confusion"]) - brute).sum() <= 5, (saved["confusion"], brute)
+    assert saved["scores"]["miou"] == pytest.approx(_miou(brute), abs=1e-5)
 
 
 @pytest.mark.parametrize(

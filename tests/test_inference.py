@@ -1,5 +1,6 @@
-"""jaxseg.inference against plain loops written here: MMSeg's slide_inference, one window at
-a time, and its test-time augmentation, one view at a time."""
+"""jaxseg.inference against plain loops (tests/reference_inference.py, no jaxseg helper):
+MMSeg's slide_inference, one window at a time, and its test-time augmentation, one view at a
+time, resized by F.interpolate's bilinear formula."""
 
 import functools
 
@@ -10,7 +11,7 @@ import pytest
 
 from jaxseg import inference, sharding
 from jaxseg.models import build_model
-from jaxseg.models.layers import resize
+from tests import reference_inference as R
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -33,40 +34,10 @@ def unet():
     return model, {"params": variables["params"], "batch_stats": stats}
 
 
-def _logits(model, variables, x):
-    """The model on one normalised f32[h,w,3] image -> f32[h,w,K]."""
-    return np.asarray(model.apply(variables, jnp.asarray(x)[None], train=False)[0][0])
-
-
-def _normalised(image):
-    return (image.astype(np.float32) / 255 - np.asarray(MEAN, np.float32)) / np.asarray(
-        STD, np.float32
-    )
-
-
 def slide_reference(model, variables, image, crop, stride):
-    """MMSeg's slide_inference for one image u8[h,w,3], images smaller than the window
-    zero-padded (after normalisation) at the bottom/right."""
-    h, w = image.shape[:2]
-    (ch, cw), (sh, sw) = crop, stride
-    x = np.zeros((max(h, ch), max(w, cw), 3), np.float32)
-    x[:h, :w] = _normalised(image)
-    h_img, w_img = x.shape[:2]
-    h_grids = max(h_img - ch + sh - 1, 0) // sh + 1
-    w_grids = max(w_img - cw + sw - 1, 0) // sw + 1
-    preds, count = None, np.zeros((h_img, w_img), np.float32)
-    for i in range(h_grids):
-        for j in range(w_grids):
-            y1, x1 = i * sh, j * sw
-            y2, x2 = min(y1 + ch, h_img), min(x1 + cw, w_img)
-            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            logits = _logits(model, variables, x[y1:y2, x1:x2])
-            if preds is None:
-                preds = np.zeros((h_img, w_img, logits.shape[-1]), np.float32)
-            preds[y1:y2, x1:x2] += logits
-            count[y1:y2, x1:x2] += 1
-    assert count.min() >= 1
-    return (preds / count[..., None])[:h, :w]
+    """MMSeg's slide_inference for one image u8[h,w,3] (tests/reference_inference.py)."""
+    x = R.normalised(image, MEAN, STD)
+    return R.slide(R.forward(model, variables), x, crop, stride)
 
 
 def _run(model, variables, images, sizes=None, mesh=None, **settings):
@@ -130,27 +101,14 @@ def test_slide_windows_sharded_over_eight_devices_equal_one(unet):
     np.testing.assert_allclose(eight, one, atol=1e-5, rtol=0)
 
 
-def tta_reference(model, variables, image, scales, flip):
-    h, w = image.shape[:2]
-    x = jnp.asarray(_normalised(image))[None]
-    total = 0.0
-    for s in scales:
-        view = resize(x, (round(h * s), round(w * s))) if s != 1.0 else x
-        for flipped in (False, True) if flip else (False,):
-            v = view[:, :, ::-1] if flipped else view
-            logits = model.apply(variables, v, train=False)[0]
-            logits = logits[:, :, ::-1] if flipped else logits
-            total = total + jax.nn.softmax(resize(logits, (h, w)), axis=-1)
-    return np.asarray(total / (len(scales) * (2 if flip else 1)))[0]
-
-
 def test_multiscale_flip_averages_softmax_of_every_view(unet):
     model, variables = unet
     images = np.random.default_rng(3).integers(0, 256, (2, 21, 26, 3), np.uint8)
     scales = (0.5, 0.75, 1.0, 1.25)
     got = _run(model, variables, images, scales=scales, flip=True)
     for b in range(2):
-        want = tta_reference(model, variables, images[b], scales, flip=True)
+        x = R.normalised(images[b], MEAN, STD)
+        want = R.tta(R.forward(model, variables), x, scales, flip=True)
         np.testing.assert_allclose(np.exp(got[b]), want, atol=1e-5, rtol=0)
     # The flip view really differs (the model is not mirror-symmetric).
     no_flip = _run(model, variables, images, scales=scales)
@@ -161,7 +119,8 @@ def test_single_view_is_the_models_logits(unet):
     model, variables = unet
     images = np.random.default_rng(4).integers(0, 256, (2, 19, 24, 3), np.uint8)
     got = _run(model, variables, images)
-    want = np.stack([_logits(model, variables, _normalised(im)) for im in images])
+    logits = R.forward(model, variables)
+    want = np.stack([logits(R.normalised(im, MEAN, STD)) for im in images])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 

@@ -42,7 +42,10 @@ def test_two_processes_shard_data_and_build_one_global_batch(tmp_path):
     assert sorted(r0["train_ids"] + r1["train_ids"]) == list(range(40))
     # One global batch of 8 (4 per process), the same array seen from both processes.
     assert r0["global_shape"] == r1["global_shape"] == [8, 4, 4, 3]
-    assert r0["global_sum"] == r1["global_sum"] > 0
+    # Image i is i in channel 0 (16 pixels, channel 1 is 0 below 256): the global batch's
+    # sum is 16 x the ids of both processes' first local batches, counted here by hand.
+    first = r0["train_ids"][:4] + r1["train_ids"][:4]
+    assert r0["global_sum"] == r1["global_sum"] == 16 * sum(first)
     # Evaluation: every example exactly once, the same number of batches on both processes.
     assert r0["eval_batches"] == r1["eval_batches"]
     assert sorted(r0["eval_ids"] + r1["eval_ids"]) == list(range(13))

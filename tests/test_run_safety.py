@@ -10,6 +10,7 @@ import sys
 import threading
 
 import jax
+import numpy as np
 import pytest
 
 from jaxseg import cli, configs
@@ -171,14 +172,13 @@ def test_common_mistakes_end_in_one_line_and_exit_2(tmp_path, capsys):
         assert not workdir.exists(), args
 
 
-def test_skip_budget_skips_non_finite_steps_then_stops(tmp_path):
+def test_skip_budget_skips_non_finite_steps_then_stops(tmp_path, monkeypatch):
     """optim.skip_nonfinite=2: two non-finite steps are skipped (params and BatchNorm
     statistics untouched, both saved finite), the third stops the run before optax would
     apply it."""
-    import numpy as np
     import optax
 
-    from jaxseg import checkpoint
+    from jaxseg import checkpoint, train
     from jaxseg.models import build_model
     from jaxseg.state import create_train_state
 
@@ -188,15 +188,28 @@ def test_skip_budget_skips_non_finite_steps_then_stops(tmp_path):
         "--config.checkpoint_every=1",
         "--config.total_steps=5",
     )
+    initial = {}
+    real_initial_state = train.initial_state
+
+    def record_initial(*args, **kwargs):  # the run's own state before its first step
+        state, step = real_initial_state(*args, **kwargs)
+        initial["weights"] = jax.device_get((state.params, state.batch_stats))
+        return state, step
+
+    monkeypatch.setattr(train, "initial_state", record_initial)
     with pytest.raises(FloatingPointError, match="step 3 .*after 2 skipped in a row"):
         train_and_evaluate(config, str(tmp_path))
     steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
     assert steps == [1, 2]
     model = build_model("unet", 5, base_width=4, depth=2)
-    fresh = create_train_state(model, optax.identity(), jax.random.key(0), (16, 16, 3))
-    saved = checkpoint.load_weights(str(tmp_path / "checkpoints" / "2"), fresh)
-    for leaf in jax.tree.leaves((saved.params, saved.batch_stats)):
-        assert np.all(np.isfinite(np.asarray(leaf)))
+    fresh = create_train_state(model, optax.identity(), jax.random.key(1), (16, 16, 3))
+    before = jax.tree.leaves(initial["weights"])
+    assert len(before) == len(jax.tree.leaves((fresh.params, fresh.batch_stats)))
+    for step in steps:  # untouched: bit-equal to the state before the first step
+        saved = checkpoint.load_weights(str(tmp_path / "checkpoints" / str(step)), fresh)
+        after = jax.tree.leaves(jax.device_get((saved.params, saved.batch_stats)))
+        for a, b in zip(before, after, strict=True):
+            np.testing.assert_array_equal(b, a)
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert [r["train/skipped"] for r in rows] == [1, 2]
@@ -217,6 +230,14 @@ def test_disk_full_during_a_save_stops_clearly_and_keeps_the_previous(tmp_path, 
         return real_save(self, directory, *args, **kwargs)
 
     monkeypatch.setattr(handler.CheckpointHandler, "save", full_at_step_4)
+    handed = {}  # the weights the run handed to each save, before the disk filled up
+    real_checkpoint_save = checkpoint.save
+
+    def record(manager, step, state, *args, **kwargs):
+        handed[step] = jax.device_get((state.params, state.batch_stats))
+        return real_checkpoint_save(manager, step, state, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", record)
     with pytest.raises(checkpoint.DiskFullError, match="no space left.*run the same command"):
         train_and_evaluate(_config("--config.total_steps=6"), str(tmp_path))
     assert not os.path.exists(tmp_path / run_files.LOCK)
@@ -230,7 +251,15 @@ def test_disk_full_during_a_save_stops_clearly_and_keeps_the_previous(tmp_path, 
     model = build_model("unet", 5, base_width=4, depth=2)
     fresh = create_train_state(model, optax.identity(), jax.random.key(0), (16, 16, 3))
     restored = checkpoint.load_weights(str(tmp_path), fresh)
-    assert jax.tree.structure(restored.params) == jax.tree.structure(fresh.params)
+    assert sorted(handed) == [2, 4]
+    got = jax.tree.leaves(jax.device_get((restored.params, restored.batch_stats)))
+    want = jax.tree.leaves(handed[2])
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # ... and that is trained weights, not the initialisation load_weights was given.
+    initialised = jax.tree.leaves((fresh.params, fresh.batch_stats))
+    assert any(not np.array_equal(a, b) for a, b in zip(got, initialised, strict=True))
 
 
 def test_twenty_runs_in_one_process_leave_no_arrays_threads_or_memory_behind(tmp_path):
