@@ -184,6 +184,15 @@ def validate(seg, call, logits_call, size, count: int, output: str) -> dict:
     }
 
 
+def _check_runs_here(platforms) -> None:
+    """--validate runs the artifact on this machine: its platform must be among them."""
+    here = jax.default_backend()
+    if not ({here} | ({"cuda", "rocm"} if here == "gpu" else set())) & set(platforms):
+        raise configs.ConfigError(
+            f"--validate runs the artifact here ({here}): add it to --platforms"
+        )
+
+
 def export_run(
     workdir: str,
     out: str,
@@ -202,13 +211,8 @@ def export_run(
         raise configs.ConfigError(f"--output={output!r}; valid: {', '.join(OUTPUTS)}")
     if fmt == "jax":
         platforms = check_platforms(platforms)
-        here = jax.default_backend()
-        if validate_count and not ({here} | ({"cuda", "rocm"} if here == "gpu" else set())) & set(
-            platforms
-        ):
-            raise configs.ConfigError(
-                f"--validate runs the artifact here ({here}): add it to --platforms"
-            )
+        if validate_count:
+            _check_runs_here(platforms)
     seg = Segmenter.from_workdir(workdir, checkpoint=checkpoint, overrides=overrides)
     size = tuple(size or seg.config.eval.size)
     os.makedirs(out, exist_ok=True)
