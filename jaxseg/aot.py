@@ -306,11 +306,9 @@ def main(argv=None) -> dict:
     model fits a slice."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
+    cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
     config = fv.config
     try:
-        if rest:
-            raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         parse_target(fv.target)
         apply_size_flags(config, fv)
     except (configs.ConfigError, ValueError) as e:

@@ -259,11 +259,9 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     _moved(argv)
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
+    cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
     config = fv.config
     try:
-        if rest:
-            raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         apply_size_flags(config, fv)
     except (configs.ConfigError, ValueError) as e:
         cli.fail(PROG, str(e))

@@ -89,11 +89,9 @@ def main(argv=None) -> dict:
     """Runs the command line; returns the record."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
+    cli.parse_flags(fv, argv, prog=PROG, doc=__doc__)
     config = fv.config
     try:
-        if rest:
-            raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         workers = [int(w) for w in fv.workers]
         apply_size_flags(config, fv)
     except (configs.ConfigError, ValueError) as e:

@@ -244,17 +244,22 @@ def parse_flags(
     doc: str,
     config_from: str = "file",
     allowed=(),
+    positional: bool = False,
 ) -> list[str]:
     """parse() for an entry's main: `--help` (or -h, --helpfull) prints doc and every flag
     of fv (and the config fields `allowed` for --config.* overrides), then exits 0; a
-    mistake prints one line `prog: error: ...` on stderr and exits 2."""
+    mistake prints one line `prog: error: ...` on stderr and exits 2. Returns the positional
+    arguments, refused unless the entry takes some (`positional`)."""
     if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv):
         print(help_text(fv, doc, config_from, allowed))
         sys.exit(0)
     try:
-        return parse(fv, argv, config_from=config_from)
+        rest = parse(fv, argv, config_from=config_from)
     except ConfigError as e:
         fail(prog, str(e))
+    if rest and not positional:
+        fail(prog, f"unexpected argument(s) {' '.join(rest)}")
+    return rest
 
 
 def help_text(fv: flags.FlagValues, doc: str, config_from: str, allowed=()) -> str:

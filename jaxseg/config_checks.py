@@ -12,6 +12,7 @@ import ml_collections
 
 from jaxseg import configs, losses
 from jaxseg import workdir as run_files
+from jaxseg.data.augment_spec import AugmentSpec
 
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
 # The eval.* fields that shape inference itself (predict, export, the Segmenter API).
@@ -90,7 +91,7 @@ def _check_augment(config) -> None:
         )
     if aug.elastic_grid < 2:
         raise configs.ConfigError(f"augment.elastic_grid={aug.elastic_grid} needs 2 or more")
-    if aug.elastic_grid != configs.base_config().augment.elastic_grid and not aug.elastic_sigma:
+    if aug.elastic_grid != AugmentSpec.elastic_grid and not aug.elastic_sigma:
         raise configs.ConfigError(
             "augment.elastic_grid is set but augment.elastic_sigma is 0 (off)"
         )

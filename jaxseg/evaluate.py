@@ -72,12 +72,9 @@ def evaluate_run(
         )
 
     # ---- Evaluate: the training step's evaluation, jitted with explicit shardings ----------
-    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    eval_fn = jax.jit(
-        recipe.eval_step(config, model, len(class_names), mesh),
-        in_shardings=(replicated, batch_sharding, replicated),
-        out_shardings=replicated,
-        donate_argnums=2,
+    settings = recipe.inference_settings(config, mesh.devices.size)
+    eval_fn = evaluation.jit_eval_step(
+        recipe.eval_step(config, model, len(class_names), mesh, settings), mesh
     )
     timing = {}
     scores = evaluation.evaluate(
@@ -85,7 +82,6 @@ def evaluate_run(
     )
 
     # ---- Report --------------------------------------------------------------------------
-    settings = recipe.inference_settings(config, mesh.devices.size)
     report = {
         "workdir": str(run_files.path(workdir)),
         "split": split,
@@ -139,9 +135,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
     prog = "jaxseg.evaluate"
-    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
-    if rest:
-        cli.fail(prog, f"unexpected argument(s) {' '.join(rest)}")
+    cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
     flags.FLAGS.mark_as_parsed()
     sharding.initialize_distributed()
     try:

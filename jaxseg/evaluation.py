@@ -11,6 +11,18 @@ import numpy as np
 from jaxseg import metrics, recipe, sharding, steps, writer
 
 
+def jit_eval_step(eval_step, mesh):
+    """eval_step (recipe.eval_step's partial) jitted once: replicated variables, the batch
+    split over the data axis, the replicated totals donated."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        eval_step,
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+        donate_argnums=2,
+    )
+
+
 def evaluate(
     eval_fn, variables, config, source, mesh, *, progress: bool = False, timing: dict | None = None
 ) -> dict:

@@ -340,11 +340,9 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.export"
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
+    cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
     sharding.initialize_distributed()
     try:
-        if rest:
-            raise configs.ConfigError(f"unexpected argument(s) {' '.join(rest)}")
         if fv.format == "onnx" and (fv.params_as_args or fv["platforms"].present):
             raise configs.ConfigError("--params_as_args and --platforms are for --format jax")
         try:

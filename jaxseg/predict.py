@@ -348,7 +348,9 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "jaxseg.predict"
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED)
+    rest = cli.parse_flags(
+        fv, argv, prog=prog, doc=__doc__, config_from="workdir", allowed=ALLOWED, positional=True
+    )
     sharding.initialize_distributed()
     from jaxseg.segmenter import Segmenter  # after the flags: --help needs no jax
 

@@ -135,9 +135,7 @@ def device_augment(config) -> AugmentSpec | None:
     """config.augment as an AugmentSpec when it runs in the train step."""
     if config.augment.backend != "device":
         return None
-    options = augment_options(config)
-    options.pop("cat_max_ratio")  # refused on the device by check_options unless 1.0
-    return AugmentSpec(ignore_index=config.data.ignore_index, **options)
+    return AugmentSpec(ignore_index=config.data.ignore_index, **augment_options(config))
 
 
 def eval_batches(config, source, batch_size: int):
@@ -300,10 +298,9 @@ def inference_settings(config, devices: int = 1) -> inference.Settings:
         raise configs.ConfigError(str(e)) from None
 
 
-def eval_step(config, model, num_classes: int, mesh):
-    """steps.eval_step bound to config.eval; jit it with (replicated variables, batch split
-    over the data axis, replicated totals donated)."""
-    settings = inference_settings(config, mesh.devices.size)
+def eval_step(config, model, num_classes: int, mesh, settings: inference.Settings):
+    """steps.eval_step bound to config.eval and `settings` (inference_settings); jit it with
+    jaxseg.evaluation.jit_eval_step."""
     return functools.partial(
         steps.eval_step,
         model=model,
@@ -345,6 +342,7 @@ class Parts:
     train_step / eval_step: steps.train_step / steps.eval_step partials; jit them with the
     batch split over the data axis (train: state donated; eval: totals donated).
     init_state: rng -> TrainState (jit it with out_shardings=abstract_state's shardings).
+    The device augmentation (config.augment.backend=device) is bound into train_step.
     abstract_state: the TrainState's ShapeDtypeStructs, replicated over the mesh: the
     target of a restore, no array allocated.
     """
@@ -357,7 +355,6 @@ class Parts:
     schedule: Any
     tx: Any
     class_weights: jax.Array | None
-    augment: AugmentSpec | None
     inference: inference.Settings
     train_step: Callable
     eval_step: Callable
@@ -401,10 +398,9 @@ def build(config, *, mesh, workdir: str | None = None, progress: bool = False) -
         schedule=schedule,
         tx=tx,
         class_weights=weights,
-        augment=device_augment(config),
         inference=settings,
         train_step=train_step(config, model, tx, schedule, weights),
-        eval_step=eval_step(config, model, len(class_names), mesh),
+        eval_step=eval_step(config, model, len(class_names), mesh, settings),
         init_state=init_state,
         abstract_state=abstract_state,
     )

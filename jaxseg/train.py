@@ -154,13 +154,7 @@ def jit_steps(parts, mesh) -> tuple:
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    eval_fn = jax.jit(
-        parts.eval_step,
-        in_shardings=(replicated, batch, replicated),
-        out_shardings=replicated,
-        donate_argnums=2,
-    )
-    return train_fn, eval_fn
+    return train_fn, evaluation.jit_eval_step(parts.eval_step, mesh)
 
 
 def _loop(
@@ -274,9 +268,7 @@ def main(argv=None) -> None:
     """The command line: argv without the program name (default sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else list(argv)
     fv = _flags(argv)
-    rest = cli.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
-    if rest:
-        cli.fail("jaxseg.train", f"unexpected argument(s) {' '.join(rest)}")
+    cli.parse_flags(fv, argv, prog="jaxseg.train", doc=__doc__)
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     sharding.initialize_distributed()
     try:  # options, paths, dataset names: the user's to fix, so one line, not a traceback

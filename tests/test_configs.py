@@ -183,3 +183,19 @@ def test_experiment_file_mistake_is_one_line_naming_file_and_key(tmp_path):
     assert message.startswith(f"{bad}:6: unknown config key 'model.backbone'"), message
     assert "model 'unet' does not take it" in message and "\n" not in message
     assert len(message) < 300, message
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_stray_arguments_are_one_line_unless_the_entry_takes_them(positional, capsys):
+    from absl import flags
+
+    fv = flags.FlagValues()
+    argv = ["--config", UNET, "--config.total_steps=3", "stray.png"]
+    if positional:
+        assert cli.parse_flags(fv, argv, prog="p", doc="", positional=True) == ["stray.png"]
+        assert fv.config.total_steps == 3
+        return
+    with pytest.raises(SystemExit) as e:
+        cli.parse_flags(fv, argv, prog="p", doc="")
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "p: error: unexpected argument(s) stray.png"

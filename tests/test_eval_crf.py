@@ -49,9 +49,8 @@ def test_config_reaches_settings_and_every_inference_entry():
         config_checks.INFERENCE_FIELDS
     )
     # Training's periodic evaluation binds the same settings into its eval step.
-    model = recipe.build_model(config, 5)
-    step = recipe.eval_step(config, model, 5, sharding.make_mesh())
-    assert step.keywords["settings"] == settings
+    parts = recipe.build(config, mesh=sharding.make_mesh())
+    assert parts.eval_step.keywords["settings"] == parts.inference == settings
 
 
 def test_predict_and_export_take_the_crf(membrane_run, tmp_path):
