@@ -58,3 +58,78 @@ def assert_close_relative(actual, expected, tol: float = 1e-4) -> None:
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
     assert err <= tol, f"max relative error {err:.3g} > {tol}"
+
+
+def _main_output(out):
+    """A model's main logits: jaxseg returns (logits, aux); a twin a tensor or {"out": ...}."""
+    if isinstance(out, tuple):
+        out = out[0]
+    if isinstance(out, dict):
+        out = out["out"]
+    return out
+
+
+def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=None):
+    """One model family against its PyTorch reference, the way a user imports weights.
+
+    model: the Flax module; ref: the torch module (random BatchNorm statistics are set
+    here); x: f32[B,H,W,C]. `ref`'s state dict is saved as a .pth and read back by
+    `pretrained.load_pretrained` (nothing may be missing, mismatched or unused). Then, in
+    eval mode: max |logits - ref logits| <= tol, and the gradient of the scalar
+    sum(logits * w) (w fixed and random) with respect to x within grad_tol relative
+    (of max |ref gradient|). `record` (e.g. "SETR-PUP: twin of ...") names the row; with
+    JAXSEG_PARITY_LOG set, the measured numbers are appended there as one JSON line.
+    Returns {"max_abs": ..., "grad_rel": ...}.
+    """
+    import json
+    import os
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxseg.models import pretrained
+
+    t = torch()
+    ref = ref.eval()
+    randomize_batch_norm(ref)
+    path = tmp_path / "reference.pth"
+    t.save(ref.state_dict(), path)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.asarray(x), train=False))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    lines = []
+    variables = pretrained.load_pretrained(model, zeros, path, lines.append, x.shape[1:])
+    assert len(lines) == 1, lines  # all loaded: nothing missing, mismatched or unused
+
+    w = (
+        np.random.default_rng(1)
+        .standard_normal(
+            jax.eval_shape(lambda v, y: _main_output(model.apply(v, y)), variables, x).shape
+        )
+        .astype(np.float32)
+    )
+
+    def loss(y):
+        logits = _main_output(model.apply(variables, y, train=False))
+        return (logits * w).sum(), logits
+
+    (_, logits), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x))
+    xt = t.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    out = _main_output(ref(xt))
+    (out * t.from_numpy(w.transpose(0, 3, 1, 2).copy())).sum().backward()
+    expected = out.detach().numpy().transpose(0, 2, 3, 1)
+    expected_grad = xt.grad.numpy().transpose(0, 2, 3, 1)
+
+    assert logits.shape == expected.shape, (logits.shape, expected.shape)
+    max_abs = float(np.abs(np.asarray(logits, np.float64) - expected).max())
+    grad_rel = float(
+        np.abs(np.asarray(grad, np.float64) - expected_grad).max()
+        / max(np.abs(expected_grad).max(), 1e-12)
+    )
+    if record and os.environ.get("JAXSEG_PARITY_LOG"):
+        with open(os.environ["JAXSEG_PARITY_LOG"], "a") as f:
+            row = {"family": record, "max_abs": max_abs, "grad_rel": grad_rel}
+            row["logits_max"] = float(np.abs(expected).max())
+            f.write(json.dumps(row) + "\n")
+    assert max_abs <= tol, f"max |logits - reference| = {max_abs:.3g} > {tol}"
+    assert grad_rel <= grad_tol, f"input gradient: max relative error {grad_rel:.3g} > {grad_tol}"
+    return {"max_abs": max_abs, "grad_rel": grad_rel}
