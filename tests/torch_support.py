@@ -75,10 +75,12 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
     model: the Flax module; ref: the torch module (random BatchNorm statistics are set
     here); x: f32[B,H,W,C]. `ref`'s state dict is saved as a .pth and read back by
     `pretrained.load_pretrained` (nothing may be missing, mismatched or unused). Then, in
-    eval mode: max |logits - ref logits| <= tol, and the gradient of the scalar
-    sum(logits * w) (w fixed and random) with respect to x within grad_tol relative
-    (of max |ref gradient|). `record` (e.g. "SETR-PUP: twin of ...") names the row; with
-    JAXSEG_PARITY_LOG set, the measured numbers are appended there as one JSON line.
+    eval mode: max |logits - ref logits| <= tol * max(1, max |ref logits|), and the
+    gradient of sum(logits * w) (w fixed and random) with respect to x within grad_tol
+    relative (of max |ref gradient|). When the reference returns a dict, its other
+    entries are compared with the model's aux outputs of the same name, bounded alike.
+    `record` (e.g. "SETR-PUP: twin of ...") names the row; with JAXSEG_PARITY_LOG set,
+    the measured numbers are appended to that file as one JSON line.
     Returns {"max_abs": ..., "grad_rel": ...}.
     """
     import json
@@ -100,24 +102,32 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
     variables = pretrained.load_pretrained(model, zeros, path, lines.append, x.shape[1:])
     assert len(lines) == 1, lines  # all loaded: nothing missing, mismatched or unused
 
-    w = (
-        np.random.default_rng(1)
-        .standard_normal(
-            jax.eval_shape(lambda v, y: _main_output(model.apply(v, y)), variables, x).shape
-        )
-        .astype(np.float32)
-    )
+    out_shape = jax.eval_shape(lambda v, y: _main_output(model.apply(v, y)), variables, x).shape
+    w = np.random.default_rng(1).standard_normal(out_shape).astype(np.float32)
 
-    def loss(y):
-        logits = _main_output(model.apply(variables, y, train=False))
+    def loss(y, v):
+        logits = _main_output(model.apply(v, y, train=False))
         return (logits * w).sum(), logits
 
-    (_, logits), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x))
+    # The variables are an argument, as in training: closed over, XLA:CPU folds them as
+    # constants, and ResNet-50's input gradient then drifts 2e-3 (relative) from torch's
+    # in f32 (1.8e-6 as an argument; both agree to 1e-14 in f64).
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (_, logits), grad = step(jnp.asarray(x), variables)
     xt = t.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
     out = _main_output(ref(xt))
     (out * t.from_numpy(w.transpose(0, 3, 1, 2).copy())).sum().backward()
     expected = out.detach().numpy().transpose(0, 2, 3, 1)
     expected_grad = xt.grad.numpy().transpose(0, 2, 3, 1)
+    with t.no_grad():
+        ref_all = ref(xt)
+    if isinstance(ref_all, dict) and len(ref_all) > 1:
+        _, aux = jax.jit(lambda y, v: model.apply(v, y, train=False))(jnp.asarray(x), variables)
+        for key in sorted(set(ref_all) - {"out"}):
+            theirs = ref_all[key].numpy().transpose(0, 2, 3, 1)
+            aux_abs = float(np.abs(np.asarray(aux[key], np.float64) - theirs).max())
+            bound = tol * max(1.0, float(np.abs(theirs).max()))
+            assert aux_abs <= bound, f"aux {key!r}: max |ours - reference| = {aux_abs:.3g}"
 
     assert logits.shape == expected.shape, (logits.shape, expected.shape)
     max_abs = float(np.abs(np.asarray(logits, np.float64) - expected).max())
@@ -130,6 +140,9 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
             row = {"family": record, "max_abs": max_abs, "grad_rel": grad_rel}
             row["logits_max"] = float(np.abs(expected).max())
             f.write(json.dumps(row) + "\n")
-    assert max_abs <= tol, f"max |logits - reference| = {max_abs:.3g} > {tol}"
-    assert grad_rel <= grad_tol, f"input gradient: max relative error {grad_rel:.3g} > {grad_tol}"
+    # f32 rounding grows with the logits (random heads under random BatchNorm reach 80):
+    # the bound is tol for logits up to 1 in magnitude, tol * max |logits| beyond.
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert max_abs <= tol * scale, f"max |logits - reference| = {max_abs:.3g}, max |logits| {scale}"
+    assert grad_rel <= grad_tol, f"input gradient: max relative error {grad_rel:.3g}"
     return {"max_abs": max_abs, "grad_rel": grad_rel}
