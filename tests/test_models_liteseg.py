@@ -9,7 +9,7 @@ import numpy as np
 from jaxseg.models import pretrained
 from jaxseg.models.liteseg import LiteSeg
 from jaxseg.state import count_params
-from tests.torch_support import assert_close_relative, randomize_batch_norm, torch, torchvision
+from tests.torch_support import check_parity, torch, torchvision
 
 
 def _shapes(model, x):
@@ -36,7 +36,7 @@ def test_logits_at_odd_size():
     assert logits.shape == (2, 37, 45, 3) and logits.dtype == jnp.float32 and aux == {}
 
 
-def test_matches_torch_twin_and_imagenet_file_fills_the_backbone():
+def test_matches_torch_twin_and_imagenet_file_fills_the_backbone(tmp_path):
     t, tv = torch(), torchvision()
     nn, F = t.nn, t.nn.functional
     t.manual_seed(0)
@@ -89,17 +89,9 @@ def test_matches_torch_twin_and_imagenet_file_fills_the_backbone():
             y = self.last_conv(t.cat([y, low], 1))
             return F.interpolate(y, size, mode="bilinear", align_corners=False)
 
-    ref = Twin(5).eval()
-    randomize_batch_norm(ref)
-    state = {k: v.detach().numpy() for k, v in ref.state_dict().items() if v.ndim > 0}
     x = np.random.default_rng(0).standard_normal((1, 67, 45, 3)).astype(np.float32)
     model = LiteSeg(5)
-    variables, report = pretrained.convert_state_dict(_shapes(model, x), state)
-    assert report["missing"] == [] and report["mismatched"] == [] and report["unused"] == []
-    logits, _ = jax.jit(model.apply)(variables, x)
-    with t.no_grad():
-        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    assert_close_relative(logits, out, 1e-4)
+    check_parity(model, Twin(5), x, tmp_path, record="LiteSeg (MobileNetV2): twin")
     imagenet = {k: v.detach().numpy() for k, v in tv.models.mobilenet_v2().state_dict().items()}
     imagenet = LiteSeg.adapt_state_dict({k: v for k, v in imagenet.items() if v.ndim > 0})
     _, report = pretrained.convert_state_dict(_shapes(model, x), imagenet)

@@ -12,6 +12,7 @@ from jaxseg.models.lraspp import LRASPP
 from jaxseg.models.mobilenetv3 import MobileNetV3Large, imagenet_to_backbone, make_divisible
 from tests.torch_support import (
     assert_close_relative,
+    check_parity,
     randomize_batch_norm,
     state_dict_numpy,
     torch,
@@ -134,21 +135,14 @@ def test_lraspp_count_and_odd_shapes():
     assert logits.dtype == jnp.float32
 
 
-def test_lraspp_matches_torchvision():
+def test_lraspp_matches_torchvision(tmp_path):
     t, tv = torch(), torchvision()
     t.manual_seed(0)
     seg = tv.models.segmentation
     ref = seg.lraspp_mobilenet_v3_large(num_classes=5, weights=None, weights_backbone=None)
-    ref = ref.eval()
-    randomize_batch_norm(ref)
     x = np.random.default_rng(1).normal(size=(1, 65, 71, 3)).astype(np.float32)
     model = LRASPP(5)
-    variables, report = _convert(model, x, state_dict_numpy(ref))
-    assert not report["missing"] and not report["mismatched"] and not report["unused"]
-    logits, _ = jax.jit(model.apply)(variables, x)
-    with t.no_grad():
-        expected = _nhwc(ref(_nchw(x))["out"])
-    assert_close_relative(logits, expected, 1e-4)
+    check_parity(model, ref, x, tmp_path, record=f"LR-ASPP: torchvision {tv.__version__}")
 
     # An ImageNet classification file, mapped by LRASPP.adapt_state_dict (what
     # load_pretrained applies), fills the whole backbone and nothing else.
