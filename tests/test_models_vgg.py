@@ -16,6 +16,7 @@ from jaxseg.models.vgg import VGG16
 from jaxseg.state import count_params
 from tests.torch_support import (
     assert_close_relative,
+    check_parity,
     randomize_batch_norm,
     state_dict_numpy,
     torch,
@@ -286,3 +287,51 @@ def test_segnet_encoder_loads_torchvision_vgg16_bn(vgg16_bn_reference):
     # 13 convs (weight, bias) and 13 BNs (weight, bias, running mean and variance).
     assert len(report["loaded"]) == 13 * 6
     assert {k.split(".")[0] for k in report["missing"]} == {f"decoder{i}" for i in range(1, 6)}
+
+
+# ---------------------------------------------------------------- full-model PyTorch twins
+
+
+def _torch_encoder_decoder(num_classes, w):
+    """Written from jaxseg/models/encoder_decoder.py's docstring (no external release), named
+    as the Flax modules: (3x3 conv without bias, BN, ReLU, 2x2 max-pool) at w and 2w, (2x2
+    stride-2 ConvTranspose2d without bias, BN, ReLU) at 2w and w, 1x1 classifier; the input
+    zero-padded bottom/right to a multiple of 4, the logits cropped back."""
+    t = torch()
+    nn, F = t.nn, t.nn.functional
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, (cin, cout) in enumerate([(3, w), (w, 2 * w)]):
+                setattr(self, f"enc{i}_conv", nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+                setattr(self, f"enc{i}_bn", nn.BatchNorm2d(cout))
+            for i, (cin, cout) in enumerate([(2 * w, 2 * w), (2 * w, w)]):
+                setattr(self, f"dec{i}_up", nn.ConvTranspose2d(cin, cout, 2, 2, bias=False))
+                setattr(self, f"dec{i}_bn", nn.BatchNorm2d(cout))
+            self.classifier = nn.Conv2d(w, num_classes, 1)
+
+        def forward(self, x):
+            h, wd = x.shape[2:]
+            y = F.pad(x, (0, -wd % 4, 0, -h % 4))
+            for i in range(2):
+                y = F.relu(getattr(self, f"enc{i}_bn")(getattr(self, f"enc{i}_conv")(y)))
+                y = F.max_pool2d(y, 2)
+            for i in range(2):
+                y = F.relu(getattr(self, f"dec{i}_bn")(getattr(self, f"dec{i}_up")(y)))
+            return self.classifier(y)[..., :h, :wd]
+
+    return EncoderDecoder()
+
+
+def test_encoder_decoder_matches_the_pytorch_twin(tmp_path):
+    """Square (Cin == Cout) first transposed conv: its layout is found by tracing, not shape."""
+    torch().manual_seed(0)
+    x = _normal((1, 37, 45, 3), 5)
+    check_parity(
+        EncoderDecoder(5, base_width=4),
+        _torch_encoder_decoder(5, 4),
+        x,
+        tmp_path,
+        record="encoder_decoder: twin from docstring",
+    )
