@@ -10,7 +10,13 @@ from jaxseg.models import pretrained
 from jaxseg.models.deeplab_v2 import DeepLabLargeFOV, DeepLabV2
 from jaxseg.models.vgg import VGG16
 from jaxseg.state import count_params
-from tests.torch_support import assert_close_relative, randomize_batch_norm, torch, torchvision
+from tests.torch_support import (
+    assert_close_relative,
+    check_parity,
+    randomize_batch_norm,
+    torch,
+    torchvision,
+)
 
 
 def _shapes(model, x):
@@ -93,3 +99,51 @@ def test_deeplabv2_matches_torch_twin():
     with t.no_grad():
         out = ref(t.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
     assert_close_relative(logits, out, 1e-4)
+
+
+def _torch_largefov(num_classes):
+    """DeepLab-LargeFOV as the authors' Caffe train.prototxt (DeepLab v1,
+    http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-LargeFOV/train.prototxt; no commit: not in a
+    repository), on torchvision's vgg16 `features` (keys backbone.features.N): 3x3 max-pools
+    padded by 1 at stride 2, 2, 2, 1, 1, conv5_x dilated 2, "pool5a" 3x3 average pooling
+    (stride 1, padding 1), fc6 3x3 dilation 12 -> 1024, fc7 1x1, fc8 1x1 (ReLU after fc6
+    and fc7, dropout off in eval). Two conventions are ours, not Caffe's: pooling in floor
+    mode (Caffe's ceil mode adds a row at even sides) and the final bilinear resize with
+    align_corners=False (Caffe's Interp layer aligns corners)."""
+    t, tv = torch(), torchvision()
+    nn, F = t.nn, t.nn.functional
+    features = tv.models.vgg16().features
+    for index, stride in ((4, 2), (9, 2), (16, 2), (23, 1), (30, 1)):
+        features[index] = nn.MaxPool2d(3, stride, padding=1)
+    for index in (24, 26, 28):
+        features[index].dilation = features[index].padding = (2, 2)
+
+    class LargeFOV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.features = features
+            self.fc6 = nn.Conv2d(512, 1024, 3, padding=12, dilation=12)
+            self.fc7 = nn.Conv2d(1024, 1024, 1)
+            self.fc8 = nn.Conv2d(1024, num_classes, 1)
+
+        def forward(self, x):
+            y = F.avg_pool2d(self.backbone.features(x), 3, 1, padding=1)
+            y = self.fc8(F.relu(self.fc7(F.relu(self.fc6(y)))))
+            return F.interpolate(y, x.shape[2:], mode="bilinear", align_corners=False)
+
+    return LargeFOV()
+
+
+def test_largefov_matches_the_prototxt_twin(tmp_path):
+    """Odd size 35 x 29: pool5 is 5 x 4, so fc6's dilation-12 taps read only padding off
+    the centre, as at 321 x 321 (41 x 41) they do near the borders."""
+    torch().manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((1, 35, 29, 3)).astype(np.float32)
+    check_parity(
+        DeepLabLargeFOV(5),
+        _torch_largefov(5),
+        x,
+        tmp_path,
+        record="DeepLab-LargeFOV: twin of the authors' DeepLab-LargeFOV/train.prototxt",
+    )
