@@ -291,6 +291,10 @@ def test_segnet_encoder_loads_torchvision_vgg16_bn(vgg16_bn_reference):
 
 # ---------------------------------------------------------------- full-model PyTorch twins
 
+# The Caffe VGG nets take mean-subtracted 0-255 pixels; at that scale FCN's random-weight
+# logits are O(1) (0.05 at unit scale), so the 1e-4 absolute bound is not loosened by tiny logits.
+PIXEL_SCALE = 50.0
+
 
 def _torch_encoder_decoder(num_classes, w):
     """Written from jaxseg/models/encoder_decoder.py's docstring (no external release), named
@@ -366,6 +370,11 @@ def _torch_segnet(num_classes):
                         layers.append(nn.ReLU())
                         cin = cout
                 setattr(self, f"decoder{block}", nn.Sequential(*layers))
+            # He init (torch's default shrinks each conv's output ~2.5x): otherwise after 13
+            # decoder convs the logits hardly depend on the input, only on the BN shifts.
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
         def forward(self, x):
             h, w = x.shape[2:]
@@ -387,6 +396,9 @@ def _torch_segnet(num_classes):
 
 def test_segnet_matches_the_prototxt_twin(tmp_path):
     torch().manual_seed(0)
+    # Unit-scale input: at pixel scale (50) a near-tie in a block-3 window (59.97048 vs
+    # 59.97050) flips the argmax between XLA's and torch's rounding, which moves one unpooled
+    # value and the input gradient by 0.6 % (argmax is not differentiable there).
     x = _normal((1, 37, 45, 3), 6)
     check_parity(
         SegNet(5),
@@ -453,7 +465,7 @@ def test_fcn8s_matches_the_berkeley_twin(tmp_path):
     """FCN-8s holds every layer kind of the three variants (16s and 32s differ by which skips
     exist and the last upsampling's factor); one VGG16 + fc6 compile is ~10 s of CPU."""
     torch().manual_seed(0)
-    x = _normal((1, 37, 45, 3), 7)
+    x = PIXEL_SCALE * _normal((1, 37, 45, 3), 7)
     check_parity(
         FCNVGG16(5, output_stride=8),
         _torch_fcn(5, 8),
