@@ -72,6 +72,10 @@ def test_mask_repeat_unpool_equals_scatter_and_keeps_first_max_on_ties():
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(pooled, x.reshape(2, 4, 2, 3, 2, 3).max((2, 4)))
     assert int((a != 0).sum()) == pooled.size  # one survivor per window
+    # The gradient goes to the kept element only, as torch's (and Caffe's): [[1, 0], [0, 0]]
+    # in the tied window, not 1/4 each.
+    grad = jax.grad(lambda y: layers.max_pool_with_argmax(y)[0].sum())(x)
+    np.testing.assert_array_equal(grad[0, :2, :2, 0], [[1.0, 0.0], [0.0, 0.0]])
 
 
 def test_layers_match_torch():

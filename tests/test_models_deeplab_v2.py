@@ -1,16 +1,16 @@
 """DeepLab v1 LargeFOV and DeepLab v2: parameter counts (the paper's and hand sums), the
-output stride of DeepLab's VGG16, shapes at odd sizes, and v2 against a PyTorch twin built
-from torchvision's ResNet-101 (skipped without torch)."""
+output stride of DeepLab's VGG16, shapes at odd sizes, and both against PyTorch twins through
+a saved state dict, forward and input gradient (v2's on torchvision's ResNet-18, LargeFOV's
+after the authors' prototxt; skipped without torch)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models import pretrained
 from jaxseg.models.deeplab_v2 import DeepLabLargeFOV, DeepLabV2
 from jaxseg.models.vgg import VGG16
 from jaxseg.state import count_params
-from tests.torch_support import assert_close_relative, randomize_batch_norm, torch, torchvision
+from tests.torch_support import check_parity, torch, torchvision
 
 
 def _shapes(model, x):
@@ -48,7 +48,7 @@ def test_deeplab_vgg_is_output_stride_8_at_odd_sizes():
         assert logits.shape == (1, 67, 45, 3) and logits.dtype == jnp.float32 and aux == {}
 
 
-def test_deeplabv2_matches_torch_twin():
+def test_deeplabv2_matches_torch_twin(tmp_path):
     t, tv = torch(), torchvision()
     nn = t.nn
     t.manual_seed(0)
@@ -82,14 +82,64 @@ def test_deeplabv2_matches_torch_twin():
             y = self.aspp(self.backbone(x)["out"])
             return nn.functional.interpolate(y, x.shape[2:], mode="bilinear", align_corners=False)
 
-    ref = V2().eval()
-    randomize_batch_norm(ref)
     x = np.random.default_rng(0).standard_normal((1, 49, 61, 3)).astype(np.float32)
-    model = DeepLabV2(5, "resnet18")
-    state = {k: v.detach().numpy() for k, v in ref.state_dict().items() if v.ndim > 0}
-    variables, report = pretrained.convert_state_dict(_shapes(model, x), state)
-    assert report["missing"] == [] and report["mismatched"] == [] and report["unused"] == []
-    logits, _ = jax.jit(model.apply)(variables, x)
-    with t.no_grad():
-        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    assert_close_relative(logits, out, 1e-4)
+    check_parity(
+        DeepLabV2(5, "resnet18"),
+        V2(),
+        x,
+        tmp_path,
+        record="DeepLab v2: twin (torchvision ResNet-18 dilated, ASPP-v2 as kazuto1011)",
+    )
+
+
+def _torch_largefov(num_classes):
+    """DeepLab-LargeFOV as the authors' Caffe train.prototxt (DeepLab v1,
+    http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-LargeFOV/train.prototxt; no commit: not in a
+    repository), on torchvision's vgg16 `features` (keys backbone.features.N): 3x3 max-pools
+    padded by 1 at stride 2, 2, 2, 1, 1, conv5_x dilated 2, "pool5a" 3x3 average pooling
+    (stride 1, padding 1), fc6 3x3 dilation 12 -> 1024, fc7 1x1, fc8 1x1 (ReLU after fc6
+    and fc7, dropout off in eval). Two conventions are ours, not Caffe's: pooling in floor
+    mode (Caffe's ceil mode adds a row at even sides) and the final bilinear resize with
+    align_corners=False (Caffe's Interp layer aligns corners)."""
+    t, tv = torch(), torchvision()
+    nn, F = t.nn, t.nn.functional
+    features = tv.models.vgg16().features
+    for index, stride in ((4, 2), (9, 2), (16, 2), (23, 1), (30, 1)):
+        features[index] = nn.MaxPool2d(3, stride, padding=1)
+    for index in (24, 26, 28):
+        features[index].dilation = features[index].padding = (2, 2)
+
+    class LargeFOV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.features = features
+            self.fc6 = nn.Conv2d(512, 1024, 3, padding=12, dilation=12)
+            self.fc7 = nn.Conv2d(1024, 1024, 1)
+            self.fc8 = nn.Conv2d(1024, num_classes, 1)
+            for m in (self.fc6, self.fc7, self.fc8):  # He init: O(1) logits (see the test)
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+        def forward(self, x):
+            y = F.avg_pool2d(self.backbone.features(x), 3, 1, padding=1)
+            y = self.fc8(F.relu(self.fc7(F.relu(self.fc6(y)))))
+            return F.interpolate(y, x.shape[2:], mode="bilinear", align_corners=False)
+
+    return LargeFOV()
+
+
+def test_largefov_matches_the_prototxt_twin(tmp_path):
+    """Odd size 35 x 29: pool5 is 5 x 4, so fc6's dilation-12 taps read only padding off
+    the centre, as at 321 x 321 (41 x 41) they do near the borders."""
+    torch().manual_seed(0)
+    # Mean-subtracted 0-255 pixels, as the Caffe net takes, and He-initialised fc6-fc8: the
+    # random-weight logits are then O(1) (~0.03 at unit scale and torch's default init, which
+    # would loosen the 1e-4 absolute bound).
+    x = 50 * np.random.default_rng(0).standard_normal((1, 35, 29, 3)).astype(np.float32)
+    check_parity(
+        DeepLabLargeFOV(5),
+        _torch_largefov(5),
+        x,
+        tmp_path,
+        record="DeepLab-LargeFOV: twin of the authors' DeepLab-LargeFOV/train.prototxt",
+    )

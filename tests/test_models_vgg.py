@@ -16,6 +16,7 @@ from jaxseg.models.vgg import VGG16
 from jaxseg.state import count_params
 from tests.torch_support import (
     assert_close_relative,
+    check_parity,
     randomize_batch_norm,
     state_dict_numpy,
     torch,
@@ -286,3 +287,189 @@ def test_segnet_encoder_loads_torchvision_vgg16_bn(vgg16_bn_reference):
     # 13 convs (weight, bias) and 13 BNs (weight, bias, running mean and variance).
     assert len(report["loaded"]) == 13 * 6
     assert {k.split(".")[0] for k in report["missing"]} == {f"decoder{i}" for i in range(1, 6)}
+
+
+# ---------------------------------------------------------------- full-model PyTorch twins
+
+# The Caffe VGG nets take mean-subtracted 0-255 pixels; at that scale FCN's random-weight
+# logits are O(1) (0.05 at unit scale), so the 1e-4 absolute bound is not loosened by tiny logits.
+PIXEL_SCALE = 50.0
+
+
+def _torch_encoder_decoder(num_classes, w):
+    """Written from jaxseg/models/encoder_decoder.py's docstring (no external release), named
+    as the Flax modules: (3x3 conv without bias, BN, ReLU, 2x2 max-pool) at w and 2w, (2x2
+    stride-2 ConvTranspose2d without bias, BN, ReLU) at 2w and w, 1x1 classifier; the input
+    zero-padded bottom/right to a multiple of 4, the logits cropped back."""
+    t = torch()
+    nn, F = t.nn, t.nn.functional
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, (cin, cout) in enumerate([(3, w), (w, 2 * w)]):
+                setattr(self, f"enc{i}_conv", nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+                setattr(self, f"enc{i}_bn", nn.BatchNorm2d(cout))
+            for i, (cin, cout) in enumerate([(2 * w, 2 * w), (2 * w, w)]):
+                setattr(self, f"dec{i}_up", nn.ConvTranspose2d(cin, cout, 2, 2, bias=False))
+                setattr(self, f"dec{i}_bn", nn.BatchNorm2d(cout))
+            self.classifier = nn.Conv2d(w, num_classes, 1)
+
+        def forward(self, x):
+            h, wd = x.shape[2:]
+            y = F.pad(x, (0, -wd % 4, 0, -h % 4))
+            for i in range(2):
+                y = F.relu(getattr(self, f"enc{i}_bn")(getattr(self, f"enc{i}_conv")(y)))
+                y = F.max_pool2d(y, 2)
+            for i in range(2):
+                y = F.relu(getattr(self, f"dec{i}_bn")(getattr(self, f"dec{i}_up")(y)))
+            return self.classifier(y)[..., :h, :wd]
+
+    return EncoderDecoder()
+
+
+def test_encoder_decoder_matches_the_pytorch_twin(tmp_path):
+    """Square (Cin == Cout) first transposed conv: its layout is found by tracing, not shape."""
+    torch().manual_seed(0)
+    x = _normal((1, 37, 45, 3), 5)
+    check_parity(
+        EncoderDecoder(5, base_width=4),
+        _torch_encoder_decoder(5, 4),
+        x,
+        tmp_path,
+        record="encoder_decoder: twin from docstring",
+    )
+
+
+def _torch_segnet(num_classes):
+    """SegNet as alexgkendall/SegNet-Tutorial Models/segnet_train.prototxt @ 7004d437 (VGG16
+    with BN encoder, 2x2 max-pools recording their indices, Upsample layers using them,
+    decoder conv+BN+ReLU stacks 512,512,512 | 512,512,256 | 256,256,128 | 128,64 | 64 and a
+    3x3 classifier with bias, no BN), with nn.MaxPool2d(return_indices) / F.max_unpool2d;
+    encoder = torchvision's vgg16_bn `features` (keys backbone.features.N), decoder named as
+    the Flax modules (decoder{block}.{i}, i counting conv, BN, ReLU; the prototxt names
+    conv5_3_D ... conv1_1_D). Input zero-padded bottom/right to a multiple of 32, logits
+    cropped back (ours; the prototxt has a fixed 360 x 480 input)."""
+    t, tv = torch(), torchvision()
+    nn, F = t.nn, t.nn.functional
+    widths = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64, None))
+
+    class SegNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.features = tv.models.vgg16_bn().features
+            cin = 512
+            for block, outs in zip(range(5, 0, -1), widths, strict=True):
+                layers = []
+                for cout in outs:
+                    if cout is None:
+                        layers.append(nn.Conv2d(cin, num_classes, 3, padding=1))
+                    else:
+                        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout)]
+                        layers.append(nn.ReLU())
+                        cin = cout
+                setattr(self, f"decoder{block}", nn.Sequential(*layers))
+            # He init (torch's default shrinks each conv's output ~2.5x): otherwise after 13
+            # decoder convs the logits hardly depend on the input, only on the BN shifts.
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+        def forward(self, x):
+            h, w = x.shape[2:]
+            y, indices = F.pad(x, (0, -w % 32, 0, -h % 32)), []
+            for layer in self.backbone.features:
+                if isinstance(layer, nn.MaxPool2d):
+                    y, index = F.max_pool2d(y, 2, 2, return_indices=True)
+                    indices.append(index)
+                else:
+                    y = layer(y)
+            for block in range(5, 0, -1):
+                index = indices.pop()
+                y = F.max_unpool2d(y, index, 2, 2, output_size=(2 * y.shape[2], 2 * y.shape[3]))
+                y = getattr(self, f"decoder{block}")(y)
+            return y[..., :h, :w]
+
+    return SegNet()
+
+
+def test_segnet_matches_the_prototxt_twin(tmp_path):
+    torch().manual_seed(0)
+    # Unit-scale input: at pixel scale (50) a near-tie in a block-3 window (59.97048 vs
+    # 59.97050) flips the argmax between XLA's and torch's rounding, which moves one unpooled
+    # value and the input gradient by 0.6 % (argmax is not differentiable there).
+    x = _normal((1, 37, 45, 3), 6)
+    check_parity(
+        SegNet(5),
+        _torch_segnet(5),
+        x,
+        tmp_path,
+        record="SegNet: twin of alexgkendall/SegNet-Tutorial Models/segnet_train.prototxt"
+        " @ 7004d437",
+    )
+
+
+def _torch_fcn(num_classes, output_stride):
+    """FCN-8s/16s/32s as shelhamer/fcn.berkeleyvision.org voc-fcn8s/net.py @ 6c59617d (and
+    voc-fcn16s, voc-fcn32s): VGG16, fc6 7x7 -> 4096, fc7 1x1, score_fr, upscore2 (4x4 stride
+    2, no bias) + score_pool4, upscore_pool4 + score_pool3, upscore8 (16x16 stride 8); the
+    staged nets, no skip scaling. VGG16 is torchvision's (keys backbone.features.N and
+    classifier.0 / classifier.3, the Linear layers that fc6 / fc7 apply as convolutions);
+    the scoring and upsampling layers keep the release's names. Where the release pads the
+    input by 100, runs fc6 unpadded and crops each skip and the logits by Caffe's computed
+    offsets, this follows our alignment (jaxseg/models/fcn_vgg.py): input zero-padded
+    bottom/right to a multiple of 32, fc6 padded by 3, ConvTranspose2d(k=2f, stride f,
+    padding f/2) so every map is exactly f times its input, logits cropped back."""
+    t, tv = torch(), torchvision()
+    nn, F = t.nn, t.nn.functional
+    k = num_classes
+
+    def upsample(f):
+        return nn.ConvTranspose2d(k, k, 2 * f, f, padding=f // 2, bias=False)
+
+    class FCN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            vgg = tv.models.vgg16()
+            self.backbone = nn.Module()
+            self.backbone.features = vgg.features
+            self.classifier = vgg.classifier[:4]  # fc6, ReLU, Dropout, fc7
+            self.score_fr = nn.Conv2d(4096, k, 1)
+            if output_stride <= 16:
+                self.upscore2, self.score_pool4 = upsample(2), nn.Conv2d(512, k, 1)
+            if output_stride == 8:
+                self.upscore_pool4, self.score_pool3 = upsample(2), nn.Conv2d(256, k, 1)
+            setattr(self, f"upscore{output_stride}", upsample(output_stride))
+
+        def forward(self, x):
+            h, w = x.shape[2:]
+            y, pools = F.pad(x, (0, -w % 32, 0, -h % 32)), {}
+            for i, layer in enumerate(self.backbone.features):
+                y = layer(y)
+                pools[i] = y
+            fc6, fc7 = self.classifier[0], self.classifier[3]
+            y = F.relu(F.conv2d(y, fc6.weight.view(4096, 512, 7, 7), fc6.bias, padding=3))
+            y = F.relu(F.conv2d(y, fc7.weight[:, :, None, None], fc7.bias))
+            y = self.score_fr(y)
+            if output_stride <= 16:
+                y = self.upscore2(y) + self.score_pool4(pools[23])
+            if output_stride == 8:
+                y = self.upscore_pool4(y) + self.score_pool3(pools[16])
+            return getattr(self, f"upscore{output_stride}")(y)[..., :h, :w]
+
+    return FCN()
+
+
+def test_fcn8s_matches_the_berkeley_twin(tmp_path):
+    """FCN-8s holds every layer kind of the three variants (16s and 32s differ by which skips
+    exist and the last upsampling's factor); one VGG16 + fc6 compile is ~10 s of CPU."""
+    torch().manual_seed(0)
+    x = PIXEL_SCALE * _normal((1, 37, 45, 3), 7)
+    check_parity(
+        FCNVGG16(5, output_stride=8),
+        _torch_fcn(5, 8),
+        x,
+        tmp_path,
+        record="FCN-8s: twin of shelhamer/fcn.berkeleyvision.org voc-fcn8s/net.py @ 6c59617d",
+    )

@@ -1,9 +1,11 @@
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxseg.models import MODELS, build_model
 from jaxseg.state import count_params
+from tests.torch_support import check_parity, torch
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64)])
@@ -56,3 +58,83 @@ def test_unet_depth_to_space_up_path_computes_the_same_logits():
     fast = build_model("unet", 3, base_width=4, depth=3, transpose_impl="depth_to_space")
     a, b = plain.apply(variables, x)[0], fast.apply(variables, x)[0]
     assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max())
+
+
+def _torch_unet(num_classes, base):
+    """milesial/Pytorch-UNet, unet/unet_parts.py and unet/unet_model.py @ 07debeb9 (the
+    release's module names; bilinear=False: 2x2 stride-2 ConvTranspose2d up path, convs
+    with bias before each BatchNorm), widths base..16*base instead of 64..1024. One change,
+    ours: the input is zero-padded bottom/right to a multiple of 16 and the logits cropped
+    back (the release pads each upsampled map to its skip instead; at multiples of 16 the
+    two agree)."""
+    t = torch()
+    nn, F = t.nn, t.nn.functional
+
+    class DoubleConv(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.double_conv = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+            )  # fmt: skip
+
+        def forward(self, x):
+            return self.double_conv(x)
+
+    class Down(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(cin, cout))
+
+        def forward(self, x):
+            return self.maxpool_conv(x)
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(cin, cin // 2, 2, stride=2)
+            self.conv = DoubleConv(cin, cout)
+
+        def forward(self, x, skip):
+            return self.conv(t.cat([skip, self.up(x)], 1))
+
+    class OutConv(nn.Module):
+        def __init__(self, cin):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, num_classes, 1)
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            w = [base * 2**i for i in range(5)]
+            self.inc = DoubleConv(3, w[0])
+            for i in range(1, 5):
+                setattr(self, f"down{i}", Down(w[i - 1], w[i]))
+                setattr(self, f"up{i}", Up(w[5 - i], w[4 - i]))
+            self.outc = OutConv(w[0])
+
+        def forward(self, x):
+            h, w = x.shape[2:]
+            xs = [self.inc(F.pad(x, (0, -w % 16, 0, -h % 16)))]
+            for i in range(1, 5):
+                xs.append(getattr(self, f"down{i}")(xs[-1]))
+            y = xs.pop()
+            for i in range(1, 5):
+                y = getattr(self, f"up{i}")(y, xs.pop())
+            return self.outc.conv(y)[..., :h, :w]
+
+    return UNet()
+
+
+def test_unet_matches_milesial_pytorch_unet(tmp_path):
+    """The release's keys load through UNet.adapt_state_dict (its conv biases folded into the
+    BatchNorm means); forward and input gradient agree at an odd size."""
+    torch().manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((1, 37, 45, 3)).astype(np.float32)
+    check_parity(
+        build_model("unet", 3, base_width=4),
+        _torch_unet(3, 4),
+        x,
+        tmp_path,
+        record="U-Net: twin of milesial/Pytorch-UNet unet/unet_parts.py @ 07debeb9",
+    )

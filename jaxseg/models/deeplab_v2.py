@@ -1,12 +1,13 @@
 """DeepLab before V3: v1 LargeFOV (Chen et al., ICLR 2015) and v2 (Chen et al., TPAMI 2017).
 
 DeepLab-LargeFOV, as the authors' prototxt: DeepLab's VGG16 (vgg.VGG16(deeplab=True):
-3x3 pools, pool4/pool5 at stride 1, conv5 dilated 2, output stride 8), fc6 as a 3x3 conv
-with dilation 12 to 1024 channels, ReLU, dropout 0.5, fc7 1x1 to 1024, ReLU, dropout 0.5,
-fc8 1x1 to the classes; every conv has a bias. 20,505,429 parameters for 21 classes
-(the paper's Table 2: 20.5 M). The ImageNet torchvision vgg16 file fills the 13 convs
-("backbone.features.N"); the authors' fc6/fc7 are subsampled from VGG's fully connected
-layers, which this converter does not do: fc6-fc8 start new.
+3x3 pools, pool4/pool5 at stride 1, conv5 dilated 2, output stride 8), the prototxt's
+"pool5a" (3x3 average pooling, stride 1, padding 1, padded zeros counted: Caffe divides by 9
+everywhere), fc6 as a 3x3 conv with dilation 12 to 1024 channels, ReLU, dropout 0.5, fc7 1x1
+to 1024, ReLU, dropout 0.5, fc8 1x1 to the classes; every conv has a bias. 20,505,429
+parameters for 21 classes (the paper's Table 2: 20.5 M). The ImageNet torchvision vgg16
+file fills the 13 convs ("backbone.features.N"); the authors' fc6/fc7 are subsampled from
+VGG's fully connected layers, which this converter does not do: fc6-fc8 start new.
 
 DeepLab v2, ResNet variant: a torchvision ResNet-101 (or 50) dilated to output stride 8,
 and ASPP-v2 on layer4: four 3x3 convs straight to the classes with dilations 6, 12, 18,
@@ -47,6 +48,7 @@ class DeepLabLargeFOV(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
         size, dt = x.shape[1:3], self.dtype
         y = VGG16(deeplab=True, dtype=dt, name="backbone")(x, train)["pool5"]
+        y = nn.avg_pool(y, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=True)
         y = layers.Conv(
             1024, 3, dilation=12, use_bias=True, atrous_impl=self.atrous_impl, dtype=dt, name="fc6"
         )(y)

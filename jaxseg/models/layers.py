@@ -249,11 +249,18 @@ class ConvTranspose3x3(nn.Module):
 def max_pool_with_argmax(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """2x2 stride-2 max-pool. x [B,H,W,C] (H, W even) -> (pooled [B,H/2,W/2,C],
     argmax int32[B,H/2,W/2,C] in 0..3, row-major in the window, first max on ties
-    as torch.nn.MaxPool2d(return_indices=True))."""
+    as torch.nn.MaxPool2d(return_indices=True)).
+
+    The pooled value is read at the argmax, so its gradient goes to that one element, as
+    torch's and Caffe's; `windows.max(-1)` would split it among tied elements (constant
+    regions such as SegNet's zero padding)."""
     b, h, w, c = x.shape
     windows = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
     windows = windows.reshape(b, h // 2, w // 2, c, 4)
-    return windows.max(-1), jnp.argmax(windows, axis=-1).astype(jnp.int32)
+    argmax = jnp.argmax(windows, axis=-1)
+    # A select and a sum, not a gather (gathers/scatters have been slow on GPUs).
+    pooled = jnp.where(jnp.arange(4) == argmax[..., None], windows, 0).sum(-1)
+    return pooled, argmax.astype(jnp.int32)
 
 
 def max_unpool(y: jax.Array, argmax: jax.Array, unpool_impl: str = "mask_repeat") -> jax.Array:

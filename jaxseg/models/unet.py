@@ -5,13 +5,19 @@ depth down-sampling steps (max-pool 2x2) each followed by a double 3x3 conv
 "up-convolution") is a 2x2 stride-2 transposed convolution that halves the channels,
 up_mode="bilinear" a bilinear 2x resize followed by a 1x1 convolution that halves them;
 then concatenation with the skip and a double conv.
+
+Weights: `UNet.adapt_state_dict` reads milesial/Pytorch-UNet's state dicts (bilinear=False:
+inc, down1..down4, up1..up4, outc); other files load by the Flax names.
 """
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxseg.models.layers import ConvTranspose2x2, resize
 from jaxseg.models.table import register
@@ -44,6 +50,41 @@ class UNet(nn.Module):
     up_mode: str = "transpose"  # transpose | bilinear
     transpose_impl: str = "depth_to_space"  # or plain: the same 2x2 transposed conv
     dtype: jnp.dtype = jnp.float32
+
+    @staticmethod
+    def adapt_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """milesial/Pytorch-UNet keys -> ours (a file without "inc." keys passes unchanged).
+
+        inc -> DoubleConv.0, downK.maxpool_conv.1 -> DoubleConv.K, upK.conv ->
+        DoubleConv.(depth+K), upK.up -> ConvTranspose2x2.(K-1), outc.conv -> Conv.0; inside a
+        double conv, Sequential items 0, 1, 3, 4 -> Conv.0, BatchNorm.0, Conv.1, BatchNorm.1.
+        Their convs before BatchNorm carry a bias b, ours none: BN(y + b) with running mean m
+        is BN(y) with mean m - b (in training the batch mean absorbs b), so b folds into the mean.
+        """
+        if not any(k.startswith("inc.") for k in state):
+            return state
+        depth = sum(
+            bool(re.fullmatch(r"down\d+\.maxpool_conv\.1\.double_conv\.0\.weight", k))
+            for k in state
+        )
+        prefixes = {"inc": "DoubleConv.0", "outc.conv": "Conv.0"}
+        for k in range(1, depth + 1):
+            prefixes[f"down{k}.maxpool_conv.1"] = f"DoubleConv.{k}"
+            prefixes[f"up{k}.conv"] = f"DoubleConv.{depth + k}"
+            prefixes[f"up{k}.up"] = f"ConvTranspose2x2.{k - 1}"
+        inner = {"0": "Conv.0", "1": "BatchNorm.0", "3": "Conv.1", "4": "BatchNorm.1"}
+        out = {}
+        for key, value in state.items():
+            m = re.fullmatch(r"(.+)\.double_conv\.(\d)\.(\w+)", key)
+            prefix, leaf = (m.group(1), m.group(3)) if m else key.rpartition(".")[::2]
+            if prefix not in prefixes or (m and m.group(2) not in inner):
+                out[key] = value  # left for the loader to report as unused
+                continue
+            out[".".join([prefixes[prefix], *([inner[m.group(2)]] if m else []), leaf])] = value
+        for key in [k for k in out if re.fullmatch(r"DoubleConv\.\d+\.Conv\.\d\.bias", k)]:
+            mean = key.replace(".Conv.", ".BatchNorm.").replace(".bias", ".running_mean")
+            out[mean] = out[mean] - out.pop(key)
+        return out
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
