@@ -49,8 +49,9 @@ def torch_dfanet(num_classes, variant, inplace_relu=True, align_corners=True):
     reference's blocks start with one nn.ReLU(inplace=True) that rectifies the block's
     input tensor itself, so the block's residual (or skip conv) and every later reader of
     that tensor (the next backbone's concatenation, the decoder's enc2 reductions) see
-    relu(x), a side effect of the in-place op; jaxseg computes Xception's design, a
-    residual of x."""
+    relu(x), a side effect of the in-place op (which also makes its backward raise: the
+    op overwrites a tensor autograd saved); jaxseg computes Xception's design, a residual
+    of x."""
     t = torch()
     nn, F = t.nn, t.nn.functional
     (w2, w3, w4), (n2, n3, n4) = VARIANTS[variant]
