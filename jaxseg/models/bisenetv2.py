@@ -23,14 +23,18 @@
 The nonlinearities are the paper's: no ReLU after the depthwise convs (the widely used
 CoinCheung/BiSeNet adds one there, "not shown in paper"); its booster heads also add a 2x
 upsampling and a ConvBNReLU the paper does not have, and its head widths (1024 main, 128
-boosters) are used here, the paper giving none. Parameters (19 classes):
-3,358,627 without the boosters (the 3.4 M usually quoted for BiSeNetV2), 3,645,935 with
-them; pinned in tests/test_models_bisenet.py as a sum over the layers.
+boosters) are used here, the paper giving none. Its BGA layer upsamples 4x by nearest
+neighbour (nn.Upsample's default), this one bilinearly. Its keys load (`torch_renames`);
+its weights compute what they were trained for only up to these differences.
+
+Parameters (19 classes): 3,358,627 without the boosters (the 3.4 M usually quoted for
+BiSeNetV2), 3,645,935 with them; pinned in tests/test_models_bisenet.py as a sum over the
+layers.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -130,6 +134,33 @@ class BiSeNetV2(nn.Module):
     num_classes: int
     aux_head: bool = False
     dtype: Any = jnp.float32
+
+    # The keys of CoinCheung/BiSeNet's lib/models/bisenetv2.py: nested branches ("detail.S1",
+    # "segment.S5_4", the context embedding "segment.S5_5") and nn.Sequential indices where
+    # the Flax modules have ConvBN's "conv"/"bn" (GE layers, BGA, head "conv_out.1").
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = (
+        (r"^detail_S", "detail.S"),
+        (r"^segment_S5\.", "segment.S5_4."),
+        (r"^segment_ce\.", "segment.S5_5."),
+        (r"^segment_S", "segment.S"),
+        (r"\.dwconv1\.weight$", ".dwconv1.0.weight"),
+        (r"\.dwconv1_bn\.", ".dwconv1.1."),
+        (r"(\.S\d(_4)?\.[1-9])\.dwconv1\.", r"\1.dwconv."),  # stride 1: "dwconv"
+        (r"\.(dwconv2|conv2)\.conv\.", r".\1.0."),
+        (r"\.(dwconv2|conv2)\.bn\.", r".\1.1."),
+        (r"\.shortcut\.0\.conv\.", ".shortcut.0."),
+        (r"\.shortcut\.0\.bn\.", ".shortcut.1."),
+        (r"\.shortcut\.1\.conv\.", ".shortcut.2."),
+        (r"\.shortcut\.1\.bn\.", ".shortcut.3."),
+        (r"^bga\.(left1|right2)\.1\.", r"bga.\1.2."),
+        (r"^bga\.(left1|left2|right2)\.0\.conv\.", r"bga.\1.0."),
+        (r"^bga\.(left1|left2|right2)\.0\.bn\.", r"bga.\1.1."),
+        (r"^bga\.(right1|conv)\.conv\.", r"bga.\1.0."),
+        (r"^bga\.(right1|conv)\.bn\.", r"bga.\1.1."),
+        (r"^aux5\.", "aux5_4."),
+        (r"^(head|aux[\d_]+)\.conv_3x3\.", r"\1.conv."),
+        (r"^(head|aux[\d_]+)\.conv_1x1\.", r"\1.conv_out.1."),
+    )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:

@@ -24,7 +24,7 @@ gives 7.8 M / 4.8 M, which the layout of its Table 1 does not reach (see the tes
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -110,6 +110,21 @@ class DFANet(nn.Module):
     num_classes: int
     variant: str = "A"  # "A" | "B"
     dtype: Any = jnp.float32
+
+    # The reference's keys: "enc2_2", "fca_1_reduce" (Flax's "_2" would read as an index),
+    # the first backbone under "pretrained." with its stem as an nn.Sequential.
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = (
+        (r"^(enc\d|fca)\.(\d)", r"\1_\2"),
+        (r"^pretrained_conv1\.conv\.", "pretrained.conv1.0."),
+        (r"^pretrained_conv1\.bn\.", "pretrained.conv1.1."),
+        (r"^pretrained_", "pretrained."),
+    )
+
+    @staticmethod
+    def adapt_state_dict(state: dict) -> dict:
+        """The reference's first backbone (XceptionA) keeps its ImageNet classifier
+        ("pretrained.fc."), which DFANet never applies: dropped, not reported unused."""
+        return {k: v for k, v in state.items() if not k.startswith("pretrained.fc.")}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:

@@ -141,9 +141,16 @@ class Encoder(nn.Module):
     atrous_impl: str = "plain"
     dtype: Any = jnp.float32
 
-    # The release's downsampling ESP modules are "level2_0"/"level3_0" beside the lists
-    # "level2"/"level3"; Flax's "level2_0" would read as the list's first item.
-    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = ((r"level(\d)_down", r"level\1_0"),)
+    # The release's key names (train/Model.py): its downsampling ESP modules are
+    # "level2_0"/"level3_0" beside the lists "level2"/"level3" (Flax's "level2_0" would
+    # read as the list's first item) and hold BN and PReLU directly, not in a BR; its
+    # plain and dilated convs (classes C, CDilated) wrap the nn.Conv2d as ".conv".
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = (
+        (r"level(\d)_down", r"level\1_0"),
+        (r"(level\d_0)\.bn\.(bn|act)\.", r"\1.\2."),
+        (r"\.(c1|d1|d2|d4|d8|d16)\.weight$", r".\1.conv.weight"),
+        (r"^(encoder\.classifier|level3_C)\.weight$", r"\1.conv.weight"),
+    )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -180,6 +187,14 @@ class ESPNet(nn.Module):
     dtype: Any = jnp.float32
 
     torch_renames: ClassVar[tuple[tuple[str, str], ...]] = Encoder.torch_renames
+
+    @staticmethod
+    def adapt_state_dict(state: dict) -> dict:
+        """The release's ESPNet-C file (pretrained/encoder/*.pth, an ESPNet_Encoder's
+        state dict) has the encoder's keys without the "encoder." that ESPNet's file has."""
+        if any(k.startswith("encoder.") for k in state):
+            return state
+        return {f"encoder.{k}": v for k, v in state.items()}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:

@@ -18,11 +18,16 @@ paper's figure most likely leaves BatchNorm out (it gives no per-layer counts). 
 remainder is the layout the paper leaves open: 256 biases on the fusion 1x1 convs (as
 the common PyTorch ports) and pyramid pooling branches of 128/4 channels fused by a
 1x1 conv from 256 to 128 (the paper gives only the output width).
+
+Weights of the common PyTorch port (Tramac/Fast-SCNN-pytorch) load by its key names
+(`torch_renames`), but it computes another function in three places: its fusion depthwise
+conv is not dilated, its first conv is unpadded, and its resizes use align_corners=True;
+tests/test_models_fast_scnn.py's twin (with jaxseg's choices there) matches to 1e-7.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -94,6 +99,32 @@ class PyramidPooling(nn.Module):
         )
 
 
+def _conv_bn(flax: str, torch: str, conv: str, bn: str) -> tuple[tuple[str, str], ...]:
+    """Renames of a ConvBN's "conv" and "bn" under `flax` (a regex) to `torch`.<conv>/<bn>."""
+    return ((rf"^{flax}\.conv\.", rf"{torch}.{conv}."), (rf"^{flax}\.bn\.", rf"{torch}.{bn}."))
+
+
+# The keys of the common PyTorch port, Tramac/Fast-SCNN-pytorch models/fast_scnn.py: its
+# _Conv, _DWConv and _DSConv each hold one nn.Sequential "conv" (conv, BN, ReLU, ...), its
+# bottlenecks one Sequential "block" (_Conv, _DWConv, 1x1 conv, BN).
+_GFE, _B = "global_feature_extractor", r"(bottleneck\d\.\d)"
+TORCH_RENAMES = (
+    *_conv_bn(rf"{_B}\.expand", rf"{_GFE}.\1.block.0.conv", "0", "1"),
+    *_conv_bn(rf"{_B}\.dw", rf"{_GFE}.\1.block.1.conv", "0", "1"),
+    *_conv_bn(rf"{_B}\.project", rf"{_GFE}.\1.block", "2", "3"),
+    *_conv_bn(r"(\w+dsconv\d)\.dw", r"\1.conv", "0", "1"),
+    *_conv_bn(r"(\w+dsconv\d)\.pw", r"\1.conv", "3", "4"),
+    (r"^downsample_(dsconv\d)\.", r"learning_to_downsample.\1."),
+    (r"^classifier_(dsconv\d)\.", r"classifier.\1."),
+    (r"^classifier_conv\.", "classifier.conv.1."),
+    *_conv_bn("downsample_conv", "learning_to_downsample.conv.conv", "0", "1"),
+    *((rf"^ppm\.pool\.{i}\.", f"ppm.conv{i + 1}.") for i in range(4)),
+    *_conv_bn(r"ppm\.(\w+)", rf"{_GFE}.ppm.\1.conv", "0", "1"),
+    *_conv_bn("fusion_dw", "feature_fusion.dwconv.conv", "0", "1"),
+    *_conv_bn("fusion_(low|high)", r"feature_fusion.conv_\1er_res", "0", "1"),
+)
+
+
 @register("fast_scnn")
 class FastSCNN(nn.Module):
     """x: f32[B,H,W,3] (any H, W) -> (logits f32[B,H,W,num_classes], aux {})."""
@@ -101,6 +132,8 @@ class FastSCNN(nn.Module):
     num_classes: int = 19
     atrous_impl: str = "plain"  # plain | space_to_batch: the fusion's dilated depthwise conv
     dtype: Any = jnp.float32
+
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = TORCH_RENAMES
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
