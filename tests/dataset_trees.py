@@ -6,8 +6,9 @@ the dataset readers' tests and for trying the readers by hand:
         --config.data.root=/tmp/trees/cityscapes --config.total_steps=2 --workdir /tmp/w
 
 Every mask is vertical stripes of the STORED values of its dataset (stripes(values, h, w)),
-so a test knows what each pixel holds on disk; images are seeded noise. Images are at most
-64x64, so the unet.py:quick evaluation canvas (64x64) holds them.
+so a test knows what each pixel holds on disk; images are seeded noise. Each train split
+has TRAIN images, one batch of unet.py:quick (16: the pipeline refuses fewer examples than
+a batch), and images are at most 64x64, so its evaluation canvas (64x64) holds them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+TRAIN = 16
 # The values written into every mask of each dataset, left to right.
 STORED = {
     "cityscapes": (
@@ -54,8 +56,13 @@ def _save(array: np.ndarray, path: str, **kwargs) -> None:
 
 
 def cityscapes(root: str, h: int = 32, w: int = 64) -> str:
-    """train: aachen (2) + bochum (1); val: frankfurt (2); test: berlin (1, labels all 0)."""
-    cities = {"train": {"aachen": 2, "bochum": 1}, "val": {"frankfurt": 2}, "test": {"berlin": 1}}
+    """train: aachen + bochum (TRAIN); val: frankfurt (2); test: berlin (1, labels all 0)."""
+    half = TRAIN // 2
+    cities = {
+        "train": {"aachen": half, "bochum": TRAIN - half},
+        "val": {"frankfurt": 2},
+        "test": {"berlin": 1},
+    }
     seed = 0
     for split, counts in cities.items():
         for city, n in counts.items():
@@ -83,11 +90,13 @@ def _voc_palette() -> list[int]:
 
 
 def voc(devkit: str, h: int = 40, w: int = 48) -> str:
-    """devkit/VOC2012 with 6 JPEGs, train (3) / val (2) lists and palette-PNG masks, its
-    SegmentationClassAug (the SBD names 2007_000033, 2008_000001, 2008_000002, 2008_000003)
-    and SBD as released beside it (devkit/../benchmark_RELEASE/dataset/cls/*.mat)."""
+    """devkit/VOC2012 with train (TRAIN: 2007_000100...) / val (2007_000033, 2007_000042)
+    lists, their JPEGs and palette-PNG masks, SegmentationClassAug (the SBD names
+    2007_000033, 2008_000001..3) and SBD as released beside it
+    (devkit/../benchmark_RELEASE/dataset/{cls/*.mat, train.txt, val.txt})."""
     voc_root = f"{devkit}/VOC2012"
-    train, val = ["2007_000032", "2007_000039", "2007_000063"], ["2007_000033", "2007_000042"]
+    train = [f"2007_{100 + i:06d}" for i in range(TRAIN)]
+    val = ["2007_000033", "2007_000042"]
     sbd_train, sbd_val = ["2008_000001", "2008_000002", "2007_000033"], ["2008_000003"]
     names = sorted(set(train + val + sbd_train + sbd_val))
     for i, name in enumerate(names):
@@ -118,8 +127,8 @@ def voc(devkit: str, h: int = 40, w: int = 48) -> str:
 
 
 def ade20k(root: str, h: int = 48, w: int = 64) -> str:
-    """training: 3 images, validation: 2."""
-    for split, prefix, n in (("training", "train", 3), ("validation", "val", 2)):
+    """training: TRAIN images, validation: 2."""
+    for split, prefix, n in (("training", "train", TRAIN), ("validation", "val", 2)):
         for i in range(1, n + 1):
             name = f"ADE_{prefix}_{i:08d}"
             _save(_noise(h, w, 200 + i), f"{root}/images/{split}/{name}.jpg", quality=90)
@@ -128,8 +137,8 @@ def ade20k(root: str, h: int = 48, w: int = 64) -> str:
 
 
 def coco_stuff(root: str, h: int = 48, w: int = 64) -> str:
-    """train2017: 3 images, val2017: 2 (raw stuffthingmaps annotations)."""
-    ids = {"train2017": (9, 25, 30), "val2017": (139, 285)}
+    """train2017: TRAIN images, val2017: 2 (raw stuffthingmaps annotations)."""
+    ids = {"train2017": tuple(range(9, 9 + TRAIN)), "val2017": (139, 285)}
     for split, numbers in ids.items():
         for i, number in enumerate(numbers):
             name = f"{number:012d}"
@@ -139,9 +148,9 @@ def coco_stuff(root: str, h: int = 48, w: int = 64) -> str:
 
 
 def camvid(root: str, h: int = 36, w: int = 48) -> str:
-    """train 3, val 2, test 2 (SegNet's file names)."""
+    """train TRAIN, val 2, test 2 (SegNet's file names)."""
     names = {
-        "train": ["0001TP_006690", "0001TP_006720", "Seq05VD_f00000"],
+        "train": [f"0001TP_{6690 + 30 * i:06d}" for i in range(TRAIN - 1)] + ["Seq05VD_f00000"],
         "val": ["0016E5_07959", "0016E5_07961"],
         "test": ["0001TP_008550", "Seq05VD_f05100"],
     }
@@ -153,10 +162,10 @@ def camvid(root: str, h: int = 36, w: int = 48) -> str:
 
 
 def drive(root: str, h: int = 40, w: int = 38) -> str:
-    """training 21..23, test 01..02: RGB TIFFs, GIF annotations (the first of each split
+    """training 21.. (TRAIN), test 01..02: RGB TIFFs, GIF annotations (the first of each split
     from a 2-colour palette, index 1 white, the others from greyscale) and GIF field-of-view
     masks black in the first 8 columns."""
-    for split, numbers in (("training", (21, 22, 23)), ("test", (1, 2))):
+    for split, numbers in (("training", range(21, 21 + TRAIN)), ("test", (1, 2))):
         for i, number in enumerate(numbers):
             stem = f"{number:02d}_{split}"
             _save(_noise(h, w, 500 + number), f"{root}/{split}/images/{stem}.tif")
