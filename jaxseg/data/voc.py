@@ -68,7 +68,9 @@ def voc_root(root: str, dataset: str) -> str:
     """The VOC2012 folder: root itself, or root/VOC2012 when root is VOCdevkit."""
     layout.check_root(root, dataset, "the VOC2012 folder, or VOCdevkit above it")
     inner = os.path.join(root, "VOC2012")
-    return inner if os.path.isdir(inner) else root
+    root = inner if os.path.isdir(inner) else root
+    layout.folder(os.path.join(root, "JPEGImages"), dataset, LAYOUT)
+    return root
 
 
 def value_map(ignore_index: int) -> dict[int, int]:
@@ -133,7 +135,7 @@ class SbdSource(FolderSource):
 
         try:
             labels = np.asarray(scipy.io.loadmat(path)["GTcls"]["Segmentation"][0][0])
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        except (scipy.io.matlab.MatReadError, OSError, ValueError, LookupError, TypeError) as e:
             raise BadExampleError(
                 f"cannot read {path} as SBD's GTcls.Segmentation: {type(e).__name__}: {e}"
             ) from e
