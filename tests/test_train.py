@@ -17,6 +17,7 @@ from jaxseg import cli, configs, losses, recipe, sharding, steps
 from jaxseg.models import build_model
 from jaxseg.state import create_train_state
 from jaxseg.train import train_and_evaluate
+from tests import dataset_trees
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
@@ -135,12 +136,19 @@ def test_experiment_runs_one_train_and_eval_step(path, tmp_path):
     # Narrow to what the experiment's model and dataset take: the config has nothing else.
     takes = set(configs.flat_keys(quick))
     tiny = [o for o in TINY if o.split("=")[0].removeprefix("--config.") in takes]
+    if "data.root" in takes and not quick.data.root:
+        # A dataset read from its provider's layout: a tiny tree of it, evaluated as the
+        # quick run says (its images are larger than TINY's canvas).
+        roots = dataset_trees.build_all(str(tmp_path / "data"))
+        root = roots["voc" if quick.data.name == "voc_aug" else quick.data.name]
+        tiny = [o for o in tiny if "image_size" not in o and "eval.size" not in o]
+        tiny.append(f"--config.data.root={root}")
     # One update: a step per accumulated batch (setr's quick run accumulates two).
     updates = quick.optim.accumulate_steps
     config = _config(f"{path}:quick", *tiny, f"--config.total_steps={updates}")
-    result = train_and_evaluate(config, str(tmp_path))
+    result = train_and_evaluate(config, str(tmp_path / "run"))
     assert result["step"] == updates
-    with open(tmp_path / "metrics.jsonl") as f:
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert np.isfinite(rows[0]["train/loss"]) and 0 <= rows[1]["val/miou"] <= 1
     assert len(jax.tree.leaves(result["state"].params)) > 0

@@ -82,6 +82,7 @@ class FolderSource:
         value_map: dict[int, int] | None = None,
         palette: tuple[tuple[int, int, int], ...] | None = None,
         split_files: dict[str, str] | None = None,
+        pairs: list[tuple[str, str, str]] | None = None,
         split_ratio: float = 0.8,
         seed: int = 0,
         ignore_index: int = 255,
@@ -97,6 +98,9 @@ class FolderSource:
           missing from the map is an error.
         palette: palette[k] is the RGB colour of class k in RGB colour-coded masks.
         split_files: split -> list file (one stem a line, relative to root), or a tuple of stems.
+        pairs: the split's examples as (name, image path, mask path), paths relative to root,
+          paired by the caller (a provider's layout: jaxseg.data.layout); images_dir,
+          masks_dir and the split options are then unused.
         split_ratio, seed: without split_files, a seeded shuffle of the sorted stems puts the
           first round(ratio * N) in "train" and the rest in "val".
         max_pixels: images or masks with more pixels are refused (decompression bombs).
@@ -123,11 +127,17 @@ class FolderSource:
         self._mask_dtype = np.uint8 if fits_u8 else np.int32
         image_io.allow_pixels(self.max_pixels)
 
-        self._images_path = os.path.join(root, images_dir)
-        self._masks_path = os.path.join(root, masks_dir)
-        images, masks = _paired_stems(self._images_path, self._masks_path)
-        stems = self._split_stems(sorted(images), split, split_files, split_ratio, seed)
-        self._pairs = [(s, images[s], masks[s]) for s in stems]
+        if pairs is None:
+            self._images_path = os.path.join(root, images_dir)
+            self._masks_path = os.path.join(root, masks_dir)
+            images, masks = _paired_stems(self._images_path, self._masks_path)
+            stems = self._split_stems(sorted(images), split, split_files, split_ratio, seed)
+            self._pairs = [(s, images[s], masks[s]) for s in stems]
+        else:
+            self._images_path = self._masks_path = root
+            self._pairs = [tuple(p) for p in pairs]
+            if not self._pairs:
+                raise ValueError(f"split {split!r} of {root} is empty")
         self.skipped: list[tuple[str, str]] = []
         if skip_bad:
             self._pairs, self.skipped = _drop_bad(

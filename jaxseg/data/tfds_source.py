@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxseg.data import ade20k, cityscapes
 from jaxseg.data.table import register
-
-# Cityscapes label ids -> the 19 training classes (the official trainId table); others ignored.
-_CITYSCAPES_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 
 PRESETS = {
     # Trimaps: 1 pet, 2 background, 3 border.
@@ -26,19 +24,13 @@ PRESETS = {
     # ADE20K scene parsing: 0 is "other" (ignored), 1..150 the classes.
     "scene_parse150": dict(
         image_key="image", mask_key="annotation", train_split="train", val_split="test",
-        class_names=tuple(f"class{k:03d}" for k in range(1, 151)),
-        value_map={0: 255, **{k: k - 1 for k in range(1, 151)}},
+        class_names=ade20k.CLASS_NAMES, value_map=ade20k.value_map(255),
     ),
     # Needs the manual download that TFDS describes for cityscapes.
     "cityscapes/semantic_segmentation": dict(
         image_key="image_left", mask_key="segmentation_label", train_split="train",
         val_split="validation",
-        class_names=(
-            "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-            "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
-            "bus", "train", "motorcycle", "bicycle",
-        ),
-        value_map={**{k: 255 for k in range(34)}, **{k: i for i, k in enumerate(_CITYSCAPES_IDS)}},
+        class_names=cityscapes.CLASS_NAMES, value_map=cityscapes.label_map(255),
     ),
 }  # fmt: skip
 
