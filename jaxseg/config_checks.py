@@ -12,6 +12,7 @@ import ml_collections
 
 from jaxseg import configs, losses
 from jaxseg import workdir as run_files
+from jaxseg.data import table as datasets
 from jaxseg.data.augment_spec import AugmentSpec
 
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
@@ -27,6 +28,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first field of config that would not act (or has the
     wrong type)."""
     configs.check_types(config)
+    _check_channels(config)
     _check_augment(config)
     _check_loss(config.loss)
     defaults = configs.base_config().eval
@@ -80,6 +82,45 @@ def trained_config(workdir: str, overrides: dict | None = None) -> ml_collection
     config = with_overrides(run_files.read_config(workdir), overrides or {})
     check_options(config)
     return config
+
+
+def _check_channels(config) -> None:
+    """data.channels, and what needs RGB: the dataset reading other counts, mean/std with one
+    value a channel (or none: computed), no hue or saturation changes."""
+    data, channels = config.data, config.data.channels
+    if channels < 1:
+        raise configs.ConfigError(f"data.channels={channels} needs 1 or more")
+    for key in ("mean", "std"):
+        count = len(data[key])
+        computed = count == 0 or (channels != 3 and stats_left_at_default(data, key))
+        if not computed and count != channels:
+            raise configs.ConfigError(
+                f"data.{key} has {count} values for data.channels={channels}; give one per "
+                f"channel, or () to compute them from the train split"
+            )
+    if channels == 3:
+        return
+    if not datasets.takes_channels(data.name):
+        raise configs.ConfigError(
+            f"data.name={data.name!r} reads RGB images only; data.channels={channels} needs a "
+            "dataset that takes channels, such as folder"
+        )
+    if config.augment.photometric:
+        raise configs.ConfigError(
+            f"augment.photometric changes hue and saturation, which need RGB; with "
+            f"data.channels={channels} set augment.photometric=False"
+        )
+    if config.eval.crf.enabled:
+        raise configs.ConfigError(
+            f"eval.crf's colour kernel is in 0..255 RGB units; with data.channels={channels} "
+            "set eval.crf.enabled=False"
+        )
+
+
+def stats_left_at_default(data, key: str) -> bool:
+    """Whether data.mean or data.std (key) is the RGB (ImageNet) default."""
+    default = configs.IMAGENET_MEAN if key == "mean" else configs.IMAGENET_STD
+    return tuple(float(v) for v in data[key]) == default
 
 
 def _check_augment(config) -> None:
