@@ -70,8 +70,11 @@ def crop_at(image, mask, size, scaled, origin, opts: AugmentSpec):
 
 
 def top_value(image) -> float:
-    """The largest value of an integer image's dtype (255 for u8, 65535 for u16)."""
-    return float(jnp.iinfo(image.dtype).max)
+    """The largest value of an integer image's dtype (255 for u8, 65535 for u16); 255 for
+    float images, which hold u8 values."""
+    if jnp.issubdtype(image.dtype, jnp.integer):
+        return float(jnp.iinfo(image.dtype).max)
+    return 255.0
 
 
 def rescale_crop(key, image, mask, size, opts: AugmentSpec):
@@ -238,7 +241,8 @@ def augment_example(key, image, mask, size, opts: AugmentSpec):
         out = photometric(k_photo, out)
     if opts.blur_prob > 0:
         out = gaussian_blur(k_blur, out, opts.blur_prob, top=top_value(image))
-    return out.astype(image.dtype), out_mask
+    integer = jnp.issubdtype(image.dtype, jnp.integer)
+    return out.astype(image.dtype if integer else jnp.uint8), out_mask
 
 
 def augment_batch(key, batch: dict, opts: AugmentSpec) -> dict:

@@ -85,19 +85,10 @@ def trained_config(workdir: str, overrides: dict | None = None) -> ml_collection
 
 
 def _check_channels(config) -> None:
-    """data.channels, and what needs RGB: the dataset reading other counts, mean/std with one
-    value a channel (or none: computed), no hue or saturation changes."""
+    """What needs RGB, for another data.channels (its count and mean/std lengths are checked
+    with the types): a dataset that reads other counts, no hue or saturation changes, no
+    CRF (its colour kernel)."""
     data, channels = config.data, config.data.channels
-    if channels < 1:
-        raise configs.ConfigError(f"data.channels={channels} needs 1 or more")
-    for key in ("mean", "std"):
-        count = len(data[key])
-        computed = count == 0 or (channels != 3 and stats_left_at_default(data, key))
-        if not computed and count != channels:
-            raise configs.ConfigError(
-                f"data.{key} has {count} values for data.channels={channels}; give one per "
-                f"channel, or () to compute them from the train split"
-            )
     if channels == 3:
         return
     if not datasets.takes_channels(data.name):
@@ -115,12 +106,6 @@ def _check_channels(config) -> None:
             f"eval.crf's colour kernel is in 0..255 RGB units; with data.channels={channels} "
             "set eval.crf.enabled=False"
         )
-
-
-def stats_left_at_default(data, key: str) -> bool:
-    """Whether data.mean or data.std (key) is the RGB (ImageNet) default."""
-    default = configs.IMAGENET_MEAN if key == "mean" else configs.IMAGENET_STD
-    return tuple(float(v) for v in data[key]) == default
 
 
 def _check_augment(config) -> None:

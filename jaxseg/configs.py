@@ -378,6 +378,27 @@ def check_types(config: ml_collections.ConfigDict) -> None:
     missing = [k for k in defaults if k not in values]
     if missing:
         raise ConfigError(f"config key {missing[0]!r} is missing")
+    _check_channel_stats(config.data)
+
+
+def _check_channel_stats(data) -> None:
+    """data.channels >= 1, and data.mean and data.std with one value a channel, or none (to
+    compute), or left at the RGB defaults (also computed, for a count other than 3)."""
+    if data.channels < 1:
+        raise ConfigError(f"data.channels={data.channels} needs 1 or more")
+    for key in ("mean", "std"):
+        count = len(data[key])
+        if count not in (0, data.channels) and not stats_left_at_default(data, key):
+            raise ConfigError(
+                f"data.{key} has {count} values for data.channels={data.channels}; give one "
+                f"per channel, or () to compute them from the train split"
+            )
+
+
+def stats_left_at_default(data, key: str) -> bool:
+    """Whether data.mean or data.std (key) is the RGB (ImageNet) default."""
+    default = IMAGENET_MEAN if key == "mean" else IMAGENET_STD
+    return tuple(float(v) for v in data[key]) == default
 
 
 # ---------------------------------------------------------------------------------- JSON

@@ -163,7 +163,7 @@ def normalisation(config, source, *, workdir: str | None, progress: bool) -> tup
     todo = [
         key
         for key in ("mean", "std")
-        if not data[key] or (data.channels != 3 and config_checks.stats_left_at_default(data, key))
+        if not data[key] or (data.channels != 3 and configs.stats_left_at_default(data, key))
     ]
     if not todo:
         return tuple(data.mean), tuple(data.std)
