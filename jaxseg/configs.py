@@ -140,15 +140,7 @@ def model_section(name: str) -> ml_collections.ConfigDict:
 
 
 # The data section's fields that every dataset has (the pipeline reads them).
-DATA_COMMON = (
-    "name",
-    "image_size",
-    "ignore_index",
-    "invalid_to_ignore",
-    "channels",
-    "mean",
-    "std",
-)
+DATA_COMMON = ("name", "image_size", "ignore_index", "invalid_to_ignore", "channels", "mean", "std")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
