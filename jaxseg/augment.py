@@ -51,8 +51,8 @@ def _nearest_rows(n, m, start, out_size: int):
 
 
 def crop_at(image, mask, size, scaled, origin, opts: AugmentSpec):
-    """image u8[Hc,Wc,C], mask int[Hc,Wc] (the example in the top-left size = (H, W) of the
-    canvas) rescaled to scaled = (h', w') and cropped to opts.crop_size at origin = (top,
+    """image u8 or u16[Hc,Wc,C], mask int[Hc,Wc] (the example in the top-left size = (H, W)
+    of the canvas) rescaled to scaled = (h', w') and cropped to opts.crop_size at origin = (top,
     left) of the rescaled example padded to at least the crop: f32[h,w,C] (integer values,
     0 in the padding), i32[h,w] (ignore_index in the padding)."""
     crop_h, crop_w = opts.crop_size
@@ -66,7 +66,15 @@ def crop_at(image, mask, size, scaled, origin, opts: AugmentSpec):
     cols, in_x = _nearest_rows(width, m_w, left, crop_w)
     out_mask = mask[rows][:, cols].astype(jnp.int32)
     out_mask = jnp.where(in_y[:, None] & in_x[None, :], out_mask, opts.ignore_index)
-    return jnp.floor(jnp.clip(out, 0, 255) + 0.5), out_mask
+    return jnp.floor(jnp.clip(out, 0, top_value(image)) + 0.5), out_mask
+
+
+def top_value(image) -> float:
+    """The largest value of an integer image's dtype (255 for u8, 65535 for u16); 255 for
+    float images, which hold u8 values."""
+    if jnp.issubdtype(image.dtype, jnp.integer):
+        return float(jnp.iinfo(image.dtype).max)
+    return 255.0
 
 
 def rescale_crop(key, image, mask, size, opts: AugmentSpec):
@@ -192,9 +200,9 @@ def photometric_at(image, on, beta, alpha, sat_alpha, hue_shift):
     return jnp.where(~on[1] & on[2], _convert(x, alpha=alpha), x)
 
 
-def blur(image, s, max_radius: int):
+def blur(image, s, max_radius: int, top: float = 255.0):
     """appearance.gaussian_blur's filter at sigma s on f32[h,w,C]: taps out to round(3 s)
-    (at most max_radius), mirrored edges, rounded."""
+    (at most max_radius), mirrored edges, rounded and clipped to [0, top]."""
     taps = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
     weights = jnp.where(
         jnp.abs(taps) <= jnp.floor(3.0 * s + 0.5), jnp.exp(-0.5 * (taps / s) ** 2), 0.0
@@ -210,20 +218,20 @@ def blur(image, s, max_radius: int):
             weights[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
             for i in range(2 * max_radius + 1)
         )
-    return jnp.floor(jnp.clip(out, 0, 255) + 0.5)
+    return jnp.floor(jnp.clip(out, 0, top) + 0.5)
 
 
-def gaussian_blur(key, image, prob: float, sigma=BLUR_SIGMA):
-    """With probability prob, blur at sigma ~ U(sigma)."""
+def gaussian_blur(key, image, prob: float, sigma=BLUR_SIGMA, top: float = 255.0):
+    """With probability prob, blur at sigma ~ U(sigma) (values clipped to [0, top])."""
     k_on, k_sigma = jax.random.split(key)
     s = jax.random.uniform(k_sigma, (), jnp.float32, *sigma)
-    blurred = blur(image, s, int(np.floor(3.0 * sigma[1] + 0.5)))
+    blurred = blur(image, s, int(np.floor(3.0 * sigma[1] + 0.5)), top)
     return jnp.where(jax.random.uniform(k_on) < prob, blurred, image)
 
 
 def augment_example(key, image, mask, size, opts: AugmentSpec):
-    """One example: image u8[Hc,Wc,C], mask int[Hc,Wc], size i32[2] -> (u8[h,w,C],
-    i32[h,w]), the chain of transforms.train_transform."""
+    """One example: image u8 or u16[Hc,Wc,C], mask int[Hc,Wc], size i32[2] -> (image
+    [h,w,C] in its dtype, i32[h,w]), the chain of transforms.train_transform."""
     k_crop, k_flip, k_elastic, k_photo, k_blur = jax.random.split(key, 5)
     out, out_mask = rescale_crop(k_crop, image, mask, size, opts)
     out, out_mask = flip_rotate(k_flip, out, out_mask, opts)
@@ -232,14 +240,16 @@ def augment_example(key, image, mask, size, opts: AugmentSpec):
     if opts.photometric:
         out = photometric(k_photo, out)
     if opts.blur_prob > 0:
-        out = gaussian_blur(k_blur, out, opts.blur_prob)
-    return out.astype(jnp.uint8), out_mask
+        out = gaussian_blur(k_blur, out, opts.blur_prob, top=top_value(image))
+    integer = jnp.issubdtype(image.dtype, jnp.integer)
+    return out.astype(image.dtype if integer else jnp.uint8), out_mask
 
 
 def augment_batch(key, batch: dict, opts: AugmentSpec) -> dict:
-    """{"image": u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]} (the padded canvas and
-    each example's own size) -> {"image": u8[B,h,w,C], "mask": i32[B,h,w]}. Example b uses
-    fold_in(key, b): the same values whatever the batch's sharding."""
+    """{"image": u8[B,Hc,Wc,C] (or u16), "mask": int[B,Hc,Wc], "size": i32[B,2]} (the padded
+    canvas and each example's own size) -> {"image": u8[B,h,w,C] (or u16), "mask":
+    i32[B,h,w]}. Example b uses fold_in(key, b): the same values whatever the batch's
+    sharding."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch["image"].shape[0]))
     image, mask = jax.vmap(augment_example, in_axes=(0, 0, 0, 0, None))(
         keys, batch["image"], batch["mask"], batch["size"], opts

@@ -12,6 +12,7 @@ import ml_collections
 
 from jaxseg import configs, losses
 from jaxseg import workdir as run_files
+from jaxseg.data import table as datasets
 from jaxseg.data.augment_spec import AugmentSpec
 
 SLIDE_FIELDS = ("crop_size", "stride", "window_batch")
@@ -27,6 +28,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first field of config that would not act (or has the
     wrong type)."""
     configs.check_types(config)
+    _check_channels(config)
     _check_augment(config)
     _check_loss(config.loss)
     defaults = configs.base_config().eval
@@ -80,6 +82,30 @@ def trained_config(workdir: str, overrides: dict | None = None) -> ml_collection
     config = with_overrides(run_files.read_config(workdir), overrides or {})
     check_options(config)
     return config
+
+
+def _check_channels(config) -> None:
+    """What needs RGB, for another data.channels (its count and mean/std lengths are checked
+    with the types): a dataset that reads other counts, no hue or saturation changes, no
+    CRF (its colour kernel)."""
+    data, channels = config.data, config.data.channels
+    if channels == 3:
+        return
+    if not datasets.takes_channels(data.name):
+        raise configs.ConfigError(
+            f"data.name={data.name!r} reads RGB images only; data.channels={channels} needs a "
+            "dataset that takes channels, such as folder"
+        )
+    if config.augment.photometric:
+        raise configs.ConfigError(
+            f"augment.photometric changes hue and saturation, which need RGB; with "
+            f"data.channels={channels} set augment.photometric=False"
+        )
+    if config.eval.crf.enabled:
+        raise configs.ConfigError(
+            f"eval.crf's colour kernel is in 0..255 RGB units; with data.channels={channels} "
+            "set eval.crf.enabled=False"
+        )
 
 
 def _check_augment(config) -> None:

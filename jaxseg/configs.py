@@ -140,7 +140,9 @@ def model_section(name: str) -> ml_collections.ConfigDict:
 
 
 # The data section's fields that every dataset has (the pipeline reads them).
-DATA_COMMON = ("name", "image_size", "ignore_index", "invalid_to_ignore", "mean", "std")
+DATA_COMMON = ("name", "image_size", "ignore_index", "invalid_to_ignore", "channels", "mean", "std")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def data_section(name: str) -> ml_collections.ConfigDict:
@@ -155,8 +157,13 @@ def data_section(name: str) -> ml_collections.ConfigDict:
     s.image_size = (128, 128)  # training crop (height, width)
     s.ignore_index = 255  # mask value that contributes no loss and no metric
     s.invalid_to_ignore = False  # mask values that are no class become ignore, not an error
-    s.mean = (0.485, 0.456, 0.406)  # per-channel mean of images scaled to [0, 1]
-    s.std = (0.229, 0.224, 0.225)  # per-channel std of images scaled to [0, 1]
+    # 3: every image read as 8-bit RGB; another count: each file's own bands, 8 or 16 bit
+    s.channels = 3
+    # Per-channel mean and std of images scaled to [0, 1] (x / 255, 16-bit x / 65535);
+    # (): computed from the train split once (cached in the workdir), as they are for a
+    # channel count other than 3 left at these (RGB) defaults.
+    s.mean = IMAGENET_MEAN
+    s.std = IMAGENET_STD
     for key, value in options.items():
         s[key] = value
     return s
@@ -257,8 +264,8 @@ _TUPLE_FIELDS = {
     "data.image_size": (int, (2,)),
     "augment.scale_range": (float, (2,)),
     "augment.canvas_size": (int, (0, 2)),
-    "data.mean": (float, (3,)),
-    "data.std": (float, (3,)),
+    "data.mean": (float, None),
+    "data.std": (float, None),
     "eval.size": (int, (2,)),
     "eval.crop_size": (int, (0, 2)),
     "eval.stride": (int, (0, 2)),
@@ -363,6 +370,27 @@ def check_types(config: ml_collections.ConfigDict) -> None:
     missing = [k for k in defaults if k not in values]
     if missing:
         raise ConfigError(f"config key {missing[0]!r} is missing")
+    _check_channel_stats(config.data)
+
+
+def _check_channel_stats(data) -> None:
+    """data.channels >= 1, and data.mean and data.std with one value a channel, or none (to
+    compute), or left at the RGB defaults (also computed, for a count other than 3)."""
+    if data.channels < 1:
+        raise ConfigError(f"data.channels={data.channels} needs 1 or more")
+    for key in ("mean", "std"):
+        count = len(data[key])
+        if count not in (0, data.channels) and not stats_left_at_default(data, key):
+            raise ConfigError(
+                f"data.{key} has {count} values for data.channels={data.channels}; give one "
+                f"per channel, or () to compute them from the train split"
+            )
+
+
+def stats_left_at_default(data, key: str) -> bool:
+    """Whether data.mean or data.std (key) is the RGB (ImageNet) default."""
+    default = IMAGENET_MEAN if key == "mean" else IMAGENET_STD
+    return tuple(float(v) for v in data[key]) == default
 
 
 # ---------------------------------------------------------------------------------- JSON

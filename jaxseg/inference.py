@@ -89,8 +89,10 @@ class Settings:
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
-    """uint8 or float [..., C] in [0, 255] -> f32 (x / 255 - mean) / std."""
-    x = images.astype(jnp.float32) / 255.0
+    """uint8 or float [..., C] in [0, 255] -> f32 (x / 255 - mean) / std; uint16 in
+    [0, 65535] -> (x / 65535 - mean) / std."""
+    scale = 65535.0 if images.dtype == jnp.uint16 else 255.0
+    x = images.astype(jnp.float32) / scale
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 

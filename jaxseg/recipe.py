@@ -23,6 +23,8 @@ import numpy as np
 
 from jaxseg import checkpoint, config_checks, configs, inference, losses, sharding, steps
 from jaxseg import workdir as run_files
+from jaxseg.channel_stats import CACHE_NAME as STATS_CACHE
+from jaxseg.channel_stats import channel_stats
 from jaxseg.class_weights import class_weights as compute_class_weights
 from jaxseg.class_weights import image_classes
 from jaxseg.crf import CRFError, CRFParams
@@ -151,6 +153,31 @@ def eval_batches(config, source, batch_size: int):
         invalid_to_ignore=config.data.invalid_to_ignore,
         read_threads=config.loader.read_threads,
     )
+
+
+def normalisation(config, source, *, workdir: str | None, progress: bool) -> tuple[tuple, tuple]:
+    """(data.mean, data.std), those to compute (() or, for a channel count other than 3, left
+    at the RGB defaults: jaxseg.config_checks) computed from `source`, the train split, once
+    (cached in workdir; jaxseg.channel_stats)."""
+    data = config.data
+    todo = [
+        key
+        for key in ("mean", "std")
+        if not data[key] or (data.channels != 3 and configs.stats_left_at_default(data, key))
+    ]
+    if not todo:
+        return tuple(data.mean), tuple(data.std)
+    try:
+        mean, std = channel_stats(source, data.channels, workdir=workdir, progress=progress)
+    except ValueError as e:  # images of another channel count or bit depth
+        raise configs.ConfigError(str(e)) from e
+    mean = mean if "mean" in todo else tuple(data.mean)
+    std = std if "std" in todo else tuple(data.std)
+    if progress:
+        found = {"mean": mean, "std": std}
+        shown = ", ".join(f"data.{k}=({', '.join(f'{v:.4f}' for v in found[k])})" for k in todo)
+        print(f"computed from the train split (cached in {STATS_CACHE}): {shown}")
+    return mean, std
 
 
 def class_weights(config, source, *, workdir: str, progress: bool) -> jax.Array | None:
@@ -320,7 +347,9 @@ def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dic
     replicated = sharding.replicated(mesh)
     shapes = jax.eval_shape(
         lambda: model.init(
-            jax.random.key(0), jnp.zeros((1, *config.data.image_size, 3)), train=False
+            jax.random.key(0),
+            jnp.zeros((1, *config.data.image_size, config.data.channels)),
+            train=False,
         )
     )
     target = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
@@ -338,7 +367,8 @@ def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dic
 class Parts:
     """What a run is made of, each decided once (by build) from the config.
 
-    config: the config with loader.num_workers resolved (as the run saves it).
+    config: the config with loader.num_workers and data.mean/std resolved (as the run saves
+    it).
     train_step / eval_step: steps.train_step / steps.eval_step partials; jit them with the
     batch split over the data axis (train: state donated; eval: totals donated).
     init_state: rng -> TrainState (jit it with out_shardings=abstract_state's shardings).
@@ -378,10 +408,17 @@ def build(config, *, mesh, workdir: str | None = None, progress: bool = False) -
     config = config.copy_and_resolve_references()
     config.loader.num_workers = worker_count(config, workdir)
     train_source, val_source = make_source(config, "train"), make_source(config, "val")
+    # Resolved here, so the run saves (and evaluate, predict, export read) the figures used.
+    config.data.mean, config.data.std = normalisation(
+        config, train_source, workdir=workdir, progress=progress
+    )
     class_names = tuple(train_source.class_names)
     model = build_model(config, len(class_names))
     init_state = functools.partial(
-        create_train_state, model, tx, image_shape=(*config.data.image_size, 3)
+        create_train_state,
+        model,
+        tx,
+        image_shape=(*config.data.image_size, config.data.channels),
     )
     replicated = sharding.replicated(mesh)
     abstract_state = jax.tree.map(

@@ -134,7 +134,7 @@ def initial_state(parts, manager, train_iter, rng, say) -> tuple:
             variables,
             config.model.pretrained,
             say,
-            image_shape=(*config.data.image_size, 3),
+            image_shape=(*config.data.image_size, config.data.channels),
         )
         targets = {"params": shardings.params, "batch_stats": shardings.batch_stats}
         variables = jax.device_put(variables, targets)

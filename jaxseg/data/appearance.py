@@ -148,6 +148,8 @@ def draw_photometric(
 
 def photometric_at(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
     """photometric's distortion of image u8[H,W,C] with the given draw; returns u8[H,W,C]."""
+    if image.dtype != np.uint8:  # its steps are in 0..255 units (config_checks refuses it)
+        raise ValueError(f"the photometric distortion takes u8 images, got {image.dtype}")
     before, after = IDENTITY_LUT, IDENTITY_LUT
     if draw.beta is not None:
         before = _convert_lut(before, beta=draw.beta)
@@ -196,12 +198,12 @@ BLUR_SIGMA = (0.1, 2.0)  # gaussian_blur's default sigma range
 
 
 def blur_at(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of u8[H,W,C] at sigma (scipy.ndimage, kernel truncated at 3 sigma,
-    mirrored edges), rounded to u8."""
+    """Gaussian blur of u8 or u16[H,W,C] at sigma (scipy.ndimage, kernel truncated at 3
+    sigma, mirrored edges), rounded to the image's dtype."""
     out = ndimage.gaussian_filter(
         image.astype(np.float32), sigma=(sigma, sigma, 0), mode="mirror", truncate=3.0
     )
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
 def gaussian_blur(

@@ -44,9 +44,10 @@ def elastic_field(rng: np.random.Generator, size: tuple[int, int], sigma: float,
 
 
 def elastic_at(image: np.ndarray, mask: np.ndarray, coarse: np.ndarray):
-    """image u8[H,W,C] and mask int[H,W] warped by field_from(coarse): (u8[H,W,C], mask)."""
+    """image u8 or u16[H,W,C] and mask int[H,W] warped by field_from(coarse): (the image in
+    its dtype, the mask)."""
     out, out_mask = warp(image, mask, field_from(coarse, mask.shape))
-    return out.astype(np.uint8), out_mask
+    return out.astype(image.dtype), out_mask
 
 
 def elastic(

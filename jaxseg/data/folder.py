@@ -67,8 +67,9 @@ def _colours(codes: np.ndarray) -> list[tuple[int, int, int]]:
 class FolderSource:
     """Grain-compatible random-access source over root/images_dir and root/masks_dir.
 
-    Example i is {"image": u8[H,W,3], "mask": u8[H,W] (i32[H,W] when K or ignore_index exceed
-    255), "name": str (the file stem)}; mask values are in [0, K) or ignore_index.
+    Example i is {"image": u8[H,W,3] (channels=3; else u8 or u16[H,W,channels]), "mask":
+    u8[H,W] (i32[H,W] when K or ignore_index exceed 255), "name": str (the file stem)}; mask
+    values are in [0, K) or ignore_index.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class FolderSource:
         max_pixels: int = 89_478_485,
         skip_bad: bool = False,
         invalid_to_ignore: bool = False,
+        channels: int = 3,
     ):
         """Args:
         root: dataset folder holding images_dir and masks_dir (and any split list files).
@@ -108,6 +110,8 @@ class FolderSource:
           `self.skipped` as (stem, reason); otherwise a bad pair raises when it is read.
         invalid_to_ignore: mask values that are no class (outside [0, K), missing from
           value_map, or colours not in the palette) become ignore_index instead of an error.
+        channels: 3 reads every image as u8 RGB; another count reads each file's own bands
+          (a file with another count is refused).
         """
         self.root = root
         self.split = split
@@ -117,6 +121,7 @@ class FolderSource:
         self.ignore_index = int(ignore_index)
         self.max_pixels = int(max_pixels)
         self.invalid_to_ignore = bool(invalid_to_ignore)
+        self.channels = int(channels)
         self.value_map = (
             None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
         )
@@ -224,7 +229,11 @@ class FolderSource:
         # Annotation tools display (and so annotate) images as viewers do, EXIF-rotated:
         # the image comes back upright, and its shown size is what the mask must have.
         try:
-            image, orientation = image_io.read_rgb_upright(image_path, self.max_pixels)
+            image, orientation = (
+                image_io.read_rgb_upright(image_path, self.max_pixels)
+                if self.channels == 3  # else each file's own bands, u8 or u16
+                else image_io.read_bands_upright(image_path, self.max_pixels, self.channels)
+            )
         except image_io.ImageError as e:
             raise BadExampleError(str(e)) from e
         mask = self._open(mask_path)
@@ -352,9 +361,11 @@ class FolderSource:
         return np.where(known, self._palette_classes[pos], self.ignore_index)
 
     def __repr__(self) -> str:
+        # channels only where it is not 3: the repr keys the workdir caches of earlier runs
+        bands = "" if self.channels == 3 else f", channels={self.channels}"
         return (
             f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
-            f"classes={len(self.class_names)}, skipped={len(self.skipped)})"
+            f"classes={len(self.class_names)}, skipped={len(self.skipped)}{bands})"
         )
 
 
@@ -375,6 +386,7 @@ def build(
     max_pixels=89_478_485,
     skip_bad=False,
     invalid_to_ignore=False,
+    channels=3,
 ):
     if not root:
         raise ValueError("data.root is empty: set --config.data.root=DIR (images/ and masks/)")
@@ -399,6 +411,7 @@ def build(
         max_pixels=max_pixels,
         skip_bad=skip_bad,
         invalid_to_ignore=invalid_to_ignore,
+        channels=channels,
     )
 
 
@@ -422,6 +435,7 @@ def build_membrane(
     max_pixels: int = 89_478_485,
     skip_bad: bool = False,
     invalid_to_ignore: bool = False,
+    channels: int = 3,
 ):
     if split == "test":
         raise ValueError("the membrane dataset has no test split (train: 0..24, val: 25..29)")
@@ -436,6 +450,7 @@ def build_membrane(
         max_pixels=max_pixels,
         skip_bad=skip_bad,
         invalid_to_ignore=invalid_to_ignore,
+        channels=channels,
     )
 
 

@@ -339,16 +339,17 @@ class EvalPrep(grain.transforms.Map):
             shorter_side,
             to_ignore,
         )
-        self._channels = None
+        self._blank = None
 
     def map(self, index):
         keep_freed_memory()
         index = int(index)
         if index < 0:
-            if self._channels is None:  # the padding takes the data's channel count
-                self._channels = self.source[0]["image"].shape[-1]
+            if self._blank is None:  # the padding takes the data's channel count and dtype
+                first = self.source[0]["image"]
+                self._blank = np.zeros((*self.pad_to, first.shape[-1]), first.dtype)
             return {
-                "image": np.zeros((*self.pad_to, self._channels), np.uint8),
+                "image": self._blank,
                 "mask": np.full(self.pad_to, self.ignore_index, np.int32),
                 "valid": False,
                 "size": np.asarray(self.pad_to, np.int32),

@@ -6,7 +6,8 @@ and plug-ins use alike:
         return BlobsSource(split, n, seed)  # len, getitem, class_names
 
 A source is grain-compatible (`__len__`, `__getitem__(i) -> {"image": u8[H,W,3], "mask":
-u8|i32[H,W]}`) and has a `class_names` tuple (and may have a `palette` of (r, g, b)).
+u8|i32[H,W]}`; a builder that takes `channels` yields u8 or u16[H,W,channels] images) and has
+a `class_names` tuple (and may have a `palette` of (r, g, b)).
 The config's data section is the builder's keyword arguments with their defaults
 (jaxseg.configs), except SUPPLIED: those the run passes from elsewhere in the config.
 """
@@ -19,8 +20,8 @@ DATASETS: dict = {}
 SPLITS = ("train", "val", "test")
 # Keywords a builder may take that are not its own options: the run supplies them
 # (seed: config.seed; eval_size: config.eval.size; the others: the data section's common
-# fields, which every dataset has).
-SUPPLIED = ("seed", "eval_size", "image_size", "ignore_index", "invalid_to_ignore")
+# fields, which every dataset has; a builder without `channels` reads RGB only).
+SUPPLIED = ("seed", "eval_size", "image_size", "ignore_index", "invalid_to_ignore", "channels")
 
 
 def register(name: str):
@@ -52,3 +53,9 @@ def make_source(name: str, split: str, **options):
     if foreign:
         raise TypeError(f"dataset {name!r} takes no option {foreign[0]!r}")
     return builder(split, **{k: v for k, v in options.items() if k in takes})
+
+
+def takes_channels(name: str) -> bool:
+    """Whether dataset `name` reads images other than 3-channel RGB (its builder takes
+    `channels`, the data section's channel count)."""
+    return "channels" in registry.keyword_options(registry.lookup(DATASETS, "dataset", name))

@@ -37,8 +37,8 @@ from jaxseg.data.deform import warp as warp
 
 
 def _resize_image(image: np.ndarray, size: tuple[int, int], box=None) -> np.ndarray:
-    """Bilinear resize of u8[H,W,C] (or the source box (x0, y0, x1, y1) of it, in pixels) to
-    u8[h,w,C] with Pillow, antialiased when shrinking."""
+    """Bilinear resize of u8 or u16[H,W,C] (or the source box (x0, y0, x1, y1) of it, in
+    pixels) to [h,w,C] of the same dtype with Pillow, antialiased when shrinking."""
     height, width = size
     if box is None and image.shape[:2] == (height, width):
         return image.copy()
@@ -47,13 +47,14 @@ def _resize_image(image: np.ndarray, size: tuple[int, int], box=None) -> np.ndar
     if images.is_grey(image):  # one channel resized, three shown
         return images.as_rgb(_resize_image(image[..., :1], size, box)[..., 0])
     channels = image.shape[2]
-    if channels in (1, 3):
+    if channels in (1, 3) and image.dtype == np.uint8:
         mode_image = Image.fromarray(
             np.ascontiguousarray(image if channels == 3 else image[..., 0])
         )
         out = np.asarray(mode_image.resize((width, height), Image.BILINEAR, box=box))
         return out if channels == 3 else out[..., None]
-    # Pillow has no generic C-channel u8 mode, and RGBA resizes premultiplied: go per channel.
+    # Pillow has no generic C-channel u8 mode, RGBA resizes premultiplied, and 16-bit data
+    # has only greyscale modes (a u16 plane is mode I;16): go per channel.
     planes = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(image[..., c])).resize(

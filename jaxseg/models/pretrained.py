@@ -20,6 +20,11 @@ transpose_kernel=True stores kh,kw,O,I unflipped, which is the ordinary conv con
 Shapes cannot tell these apart when I == O, so `transposed_kernels` finds the transposed
 layers by tracing the model: flax's ConvTranspose, and any module class with
 `torch_transposed = True` (jaxseg's ConvTranspose2x2, ConvTranspose3x3, BilinearUpsample).
+
+Images of another channel count (data.channels): a file's 3-channel input conv loads into
+the model's N-channel one by timm's rule (timm.models.adapt_input_conv): for 1 channel the
+RGB kernels summed, otherwise repeated over the channels and scaled by 3 / N, so a
+greyscale image repeated N times gives the pretrained response.
 """
 
 from __future__ import annotations
@@ -126,21 +131,39 @@ def _to_flax(array: np.ndarray, leaf: str, transposed: bool = False) -> np.ndarr
     return array
 
 
+def adapt_input_conv(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """A 3-channel input conv kernel f32[kh,kw,3,O] for `channels` input channels,
+    f32[kh,kw,channels,O], by timm's adapt_input_conv: 1 channel sums the three; more repeat
+    them (R, G, B, R, ...) and scale by 3 / channels."""
+    if kernel.ndim != 4 or kernel.shape[2] != 3:
+        raise ValueError(f"adapt_input_conv takes a [kh,kw,3,O] kernel, got {kernel.shape}")
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    repeats = -(-channels // 3)
+    return np.tile(kernel, (1, 1, repeats, 1))[:, :, :channels] * np.float32(3.0 / channels)
+
+
 def convert_state_dict(
-    variables: dict, state: dict[str, np.ndarray], renames=(), transposed=frozenset()
+    variables: dict,
+    state: dict[str, np.ndarray],
+    renames=(),
+    transposed=frozenset(),
+    in_channels: int = 3,
 ):
     """Fills `variables` ({"params", "batch_stats"}) from a PyTorch state dict.
 
     `transposed` holds the variable paths of transposed-convolution kernels
     (`transposed_kernels(model)`); their weights are converted from ConvTranspose2d's layout.
+    in_channels: the model's image channels; a file's conv kernel with 3 input channels where
+    the model's has in_channels (other than 3) is adapted (adapt_input_conv).
 
     A key missing from `state` is looked up without its "backbone." prefix too, so
     an ImageNet classification checkpoint loads into a segmentation backbone.
     Returns (variables, report); report lists "loaded", "missing" (left as they
     were), "mismatched" (shape differs, e.g. another class count; left as they
-    were) and "unused" state-dict keys.
+    were), "unused" state-dict keys and "adapted" (the loaded ones adapt_input_conv changed).
     """
-    report = {"loaded": [], "missing": [], "mismatched": [], "unused": []}
+    report = {"loaded": [], "missing": [], "mismatched": [], "unused": [], "adapted": []}
     used = set()
 
     def fill(path, leaf_value):
@@ -153,6 +176,10 @@ def convert_state_dict(
             return leaf_value
         value = _to_flax(state[key], names[-1], names in transposed)
         used.add(key)
+        stem = value.ndim == 4 and value.shape[2] == 3 and in_channels != 3
+        if stem and leaf_value.shape == (*value.shape[:2], in_channels, value.shape[3]):
+            value = adapt_input_conv(value, in_channels)
+            report["adapted"].append(key)
         if value.shape != leaf_value.shape:
             report["mismatched"].append(f"{key}: file {value.shape}, model {leaf_value.shape}")
             return leaf_value
@@ -183,7 +210,7 @@ def load_pretrained(
         state = adapt(state)
     renames = getattr(type(model), "torch_renames", ())
     transposed = transposed_kernels(model, image_shape)
-    out, report = convert_state_dict(variables, state, renames, transposed)
+    out, report = convert_state_dict(variables, state, renames, transposed, image_shape[-1])
     if not report["loaded"]:
         example = report["missing"][:3]
         raise ValueError(
@@ -191,6 +218,13 @@ def load_pretrained(
             f"{example}, the file has {sorted(state)[:3]}"
         )
     log(f"pretrained {path}: loaded {len(report['loaded'])} tensors")
+    if report["adapted"]:
+        n = image_shape[-1]
+        rule = "summed" if n == 1 else f"repeated and scaled by 3/{n}"
+        log(
+            f"pretrained {path}: input conv {', '.join(report['adapted'])} adapted from 3 to "
+            f"{n} channels (timm's adapt_input_conv: {rule})"
+        )
     for kind in ("missing", "mismatched", "unused"):
         if report[kind]:
             shown = ", ".join(report[kind][:5]) + (" ..." if len(report[kind]) > 5 else "")
