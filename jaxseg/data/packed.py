@@ -191,10 +191,16 @@ class PackedSource:
         self.palette = tuple(tuple(c) for c in meta["palette"]) if meta["palette"] else None
         self.max_pixels = int(meta["max_pixels"])
         self._length = int(info["count"])
+        shards = [epath.Path(root) / s["file"] for s in info["shards"]]
+        missing = [str(p) for p in shards if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} is missing ({len(missing)} of the {len(shards)} {split} shards are)"
+            )
         # "file[start:end]" tells grain the counts, so no shard is opened before it is read.
         paths = [
-            f"{shard_location(epath.Path(root) / s['file'])}[0:{s['count']}]"
-            for s in info["shards"]
+            f"{shard_location(path)}[0:{s['count']}]"
+            for path, s in zip(shards, info["shards"], strict=True)
         ]
         self._records = grain.sources.ArrayRecordDataSource(paths)
         if len(self._records) != self._length:
