@@ -140,6 +140,23 @@ def test_a_source_that_changes_its_file_is_packed_as_it_reads(tmp_path):
     assert_same(source[0], packed.decode_example(records[0][0], "x", 1000))
 
 
+def test_what_png_cannot_hold_round_trips_losslessly():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    example = {
+        "image": rng.integers(0, 65536, (5, 7, 4), dtype=np.uint16),  # 4-band 16-bit tile
+        "rgb16": rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16),
+        "grey": np.broadcast_to(grey[..., None], (5, 7, 3)),  # images.as_rgb's view
+        "mask": np.where(grey > 128, 70000, 3).astype(np.int64),  # beyond 16 bits
+        "negative": np.full((2, 2), -1, np.int32),
+        "distance": rng.standard_normal((5, 7, 2)).astype(np.float32),
+        "count": np.int64(3),
+        "flag": True,
+        "name": "tile",
+    }
+    assert_same(example, packed.decode_example(packed.encode_example(example, {}), "x", 100))
+
+
 def test_training_on_the_packed_copy_logs_the_same_numbers(tmp_path):
     """The done-when of issue 23: pack, then train on the copy: the same metrics.jsonl."""
     from jaxseg import input_throughput  # writes the JPEG folder the benchmark uses too

@@ -70,10 +70,8 @@ def encode_array(a: np.ndarray) -> dict:
         low, high = int(plane.min()), int(plane.max())
         if low >= 0 and high <= 65535:
             plane = plane.astype(np.uint8 if high <= 255 else np.uint16)
-    if (
-        plane.dtype == np.uint16
-        or (plane.dtype == np.uint8 and plane.ndim == 2)
-        or (plane.dtype == np.uint8 and plane.ndim == 3 and plane.shape[-1] in (3, 4))
+    if (plane.ndim == 2 and plane.dtype in (np.uint8, np.uint16)) or (
+        plane.dtype == np.uint8 and plane.ndim == 3 and plane.shape[-1] in (3, 4)
     ):
         out = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(plane)).save(out, "PNG", compress_level=1)
@@ -85,7 +83,7 @@ def encode_array(a: np.ndarray) -> dict:
             "grey": grey,
         }
     out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(a), allow_pickle=False)
+    np.save(out, a, allow_pickle=False)
     return {"codec": "npy", "data": out.getvalue()}
 
 
@@ -112,8 +110,10 @@ def encode_example(example: dict, stored: dict[str, bytes]) -> bytes:
     for key, value in example.items():
         if key in stored:
             arrays[key] = {"codec": "stored", "data": stored[key]}
-        elif isinstance(value, np.ndarray):
-            arrays[key] = encode_array(value)
+        elif isinstance(value, np.ndarray | np.generic):  # a numpy scalar as a 0-d array
+            arrays[key] = encode_array(np.asarray(value)) | {
+                "scalar": isinstance(value, np.generic)
+            }
         elif isinstance(value, str | bool | int | float):
             values[key] = value
         else:
@@ -127,7 +127,8 @@ def decode_example(record: bytes, where: str, max_pixels: int) -> dict:
     example = dict(fields["values"])
     name = str(example.get("name", where))
     for key, entry in fields["arrays"].items():
-        example[key] = decode_array(entry, name, max_pixels)
+        value = decode_array(entry, name, max_pixels)
+        example[key] = value[()] if entry.get("scalar") else value
     return example
 
 
