@@ -1,10 +1,10 @@
 """Pack a configured dataset's splits into array_record shards that a pod streams from a bucket.
 
     python -m jaxseg.pack --config experiments/unet_membrane.py --out /data/membrane_packed
-    python -m jaxseg.pack --config experiments/unet.py --config.data.name=folder \
-        --config.data.root=/data/mine --config.data.class_names="('bg', 'car')" \
+    python -m jaxseg.pack --config experiments/unet.py --config.data.name=folder \\
+        --config.data.root=/data/mine --config.data.class_names="('bg', 'car')" \\
         --out gs://bucket/mine_packed
-    python -m jaxseg.train --config experiments/unet_membrane.py \
+    python -m jaxseg.train --config experiments/unet_membrane.py \\
         --config.data.name=packed --config.data.root=/data/membrane_packed
 
 Takes the config and --config.* overrides train takes, builds the train, val and (where the
@@ -93,6 +93,7 @@ def write_split(
     )
     remote = run_files.is_remote(str(out))
     with (
+        bar,  # closed before an error is reported, so the error is the last line
         concurrent.futures.ThreadPoolExecutor(threads) as pool,
         tempfile.TemporaryDirectory() as tmp,
     ):
@@ -115,7 +116,6 @@ def write_split(
                     shutil.copyfileobj(src, dst, COPY_CHUNK)
                 os.remove(local)
             shards.append({"file": name, "count": len(indices)})
-    bar.close()
     return {"count": count, "shards": shards, "stored": stored, "encoded": count - stored}
 
 

@@ -2,7 +2,7 @@
 `python -m jaxseg.pack` and read here with grain, from a local folder or a bucket:
 
     python -m jaxseg.pack --config experiments/unet_membrane.py --out /data/membrane_packed
-    python -m jaxseg.train --config experiments/unet_membrane.py \
+    python -m jaxseg.train --config experiments/unet_membrane.py \\
         --config.data.name=packed --config.data.root=gs://bucket/membrane_packed
 
     DIR/packed.json                        class names, palette, the source, counts, shards
