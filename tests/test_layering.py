@@ -1,4 +1,4 @@
-"""Entry points (train, benchmark, benchmark_input, aot, evaluate, predict, export) import
+"""Entry points (train, benchmark, benchmark_input, aot, evaluate, predict, export, pack) import
 library modules only, never each other; what two entries share lives in a library module
 (recipe, inference, benchmark_steps)."""
 
@@ -14,6 +14,7 @@ ENTRIES = {
     "jaxseg.evaluate",
     "jaxseg.predict",
     "jaxseg.export",
+    "jaxseg.pack",
 }
 
 

@@ -209,6 +209,10 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def image_file(self, index: int) -> str:
+        """The path of example index's image file (jaxseg.pack stores its bytes as they are)."""
+        return os.path.join(self._images_path, self._pairs[index][1])
+
     def __getitem__(self, index: int) -> dict:
         """Returns {"image": u8[H,W,3], "mask": u8 or i32[H,W], "name": str}."""
         index = operator.index(index)  # accepts numpy integers, as grain passes them
