@@ -7,10 +7,8 @@ Masks are class-index images ("P" palette indices, or "L"/"I;16"/"I" integer val
 remapped with `value_map`) or RGB colour-coded images decoded with `palette`. Every decoded
 mask is checked: values are in [0, K) or ignore_index, else the file is named in the error.
 
-Splits come from list files of stems (`split_files`) or, without them, from a seeded shuffle of
-all stems (`split_ratio` to train, the rest to val), so the same folder and seed always give
-the same split on every host.
-"""
+Splits come from list files of stems (`split_files`) or a seeded shuffle of all stems
+(`split_ratio` to train, the rest to val): the same split on every host."""
 
 from __future__ import annotations
 
@@ -365,8 +363,7 @@ class FolderSource:
         return np.where(known, self._palette_classes[pos], self.ignore_index)
 
     def __repr__(self) -> str:
-        # channels only where it is not 3: the repr keys the workdir caches of earlier runs
-        bands = "" if self.channels == 3 else f", channels={self.channels}"
+        bands = "" if self.channels == 3 else f", channels={self.channels}"  # caches' key
         return (
             f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
             f"classes={len(self.class_names)}, skipped={len(self.skipped)}{bands})"

@@ -146,17 +146,23 @@ def read_rgb_upright(path: str, max_pixels: int) -> tuple[np.ndarray, int]:
             data = f.read()
     except OSError as e:
         raise ImageError(f"cannot read {path}: {type(e).__name__}: {e}") from e
-    img = open_image(io.BytesIO(data), max_pixels, name=path, load=False)
+    return decode_rgb_upright(data, path, max_pixels)
+
+
+def decode_rgb_upright(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int]:
+    """read_rgb_upright of a file's bytes (`name` for errors): jaxseg.data.packed decodes
+    the bytes it stored with it, so a packed copy gives the folder's pixels."""
+    img = open_image(io.BytesIO(data), max_pixels, name=name, load=False)
     # A JPEG's EXIF comes with its header; a PNG's may follow the pixels, so other formats
     # are decoded before their orientation is read.
     if img.format == "JPEG" and img.mode in ("RGB", "L") and orientation(img) == 1:
         try:
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if img.mode == "RGB" else "GRAY")
         except ValueError as e:  # simplejpeg's error for corrupt data
-            raise ImageError(f"cannot read {path}: {e}") from e
+            raise ImageError(f"cannot read {name}: {e}") from e
         return (pixels if img.mode == "RGB" else as_rgb(pixels[..., 0])), 1
-    _load(img, path)
-    return to_rgb8(upright(img), path), orientation(img)
+    _load(img, name)
+    return to_rgb8(upright(img), name), orientation(img)
 
 
 # ------------------------------------------------------------- bands: not 8-bit RGB

@@ -29,7 +29,6 @@ import operator
 import grain
 import msgpack
 import numpy as np
-import simplejpeg
 from etils import epath
 from PIL import Image
 
@@ -45,19 +44,10 @@ VERSION = 1
 
 
 def decode_stored(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """u8[H,W,3] of an image file's bytes, upright: jaxseg.data.images.read_rgb_upright's
-    decode (same allow-list, pixel cap, EXIF turn, JPEG decoder), from bytes instead of a
-    path. The writer checks each record against the source, so a source that decodes
-    otherwise gets lossless records instead of wrong ones."""
-    img = image_io.open_image(io.BytesIO(data), max_pixels, name=name, load=False)
-    if img.format == "JPEG" and img.mode in ("RGB", "L") and image_io.orientation(img) == 1:
-        try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if img.mode == "RGB" else "GRAY")
-        except ValueError as e:
-            raise image_io.ImageError(f"cannot read {name}: {e}") from e
-        return pixels if img.mode == "RGB" else image_io.as_rgb(pixels[..., 0])
-    image_io._load(img, name)  # Pillow's decode with images.py's errors
-    return image_io.to_rgb8(image_io.upright(img), name)
+    """u8[H,W,3] of an image file's bytes, upright, decoded as the folder reads the file
+    (jaxseg.data.images.decode_rgb_upright). The writer checks each record against the
+    source, so a source that decodes otherwise gets lossless records instead of wrong ones."""
+    return image_io.decode_rgb_upright(data, name, max_pixels)[0]
 
 
 def encode_array(a: np.ndarray) -> dict:
