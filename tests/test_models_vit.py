@@ -292,7 +292,7 @@ def test_setr_vit_l_512_benchmark_command_flops_match_the_hand_count(tmp_path):
     assert 1.0 <= r["flops_per_step"] / hand < 1.1, r["flops_per_step"] / hand
 
 
-# --- PyTorch twin (issue 22): SETR's heads ------------------------------------------------
+# --- PyTorch twins (issue 22): SETR's heads and TransUNet's decoder ----------------------
 
 
 def _torch_setr(decoder, num_classes, pretrain_size, aux_head=False):
@@ -447,3 +447,101 @@ SETR_REFERENCE = (
     "twin of mmsegmentation setr_up_head.py @ 2ebe777a, setr_mla_head.py @ f950c448, "
     "mla_neck.py @ 0f424626 on timm's ViT-Ti/16"
 )
+
+
+def _torch_transunet(num_classes, img_size, align_corners=False):
+    """TransUNet (R50-ViT, n_skip 3) with the official decoder: Beckschen/TransUNet
+    networks/vit_seg_modeling.py @ 0d325fba (Conv2dReLU, DecoderBlock, DecoderCup,
+    SegmentationHead, under their names), on timm's R50+ViT hybrid (ViT-Ti widths, no class
+    token) as our encoder follows timm, not vit_seg_modeling_resnet_skip.py (see
+    transunet.py). The skips are the hybrid's stem (before the max-pool) and first two
+    stages, read by hooks. Upsampling: align_corners=False, the model's stated departure from
+    the release's UpsamplingBilinear2d (align_corners=True)."""
+    import functools
+
+    t, _ = torch(), _timm()
+    from timm.models import vision_transformer_hybrid as hybrid
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    nn = t.nn
+
+    class Conv2dReLU(nn.Sequential):
+        def __init__(self, cin, cout):
+            super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+            self.append(nn.ReLU())
+
+    class DecoderBlock(nn.Module):
+        def __init__(self, cin, cout, skip):
+            super().__init__()
+            self.conv1 = Conv2dReLU(cin + skip, cout)
+            self.conv2 = Conv2dReLU(cout, cout)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners)
+
+        def forward(self, x, skip=None):
+            x = self.up(x)
+            if skip is not None:
+                x = t.cat([x, skip], dim=1)
+            return self.conv2(self.conv1(x))
+
+    class DecoderCup(nn.Module):
+        def __init__(self, hidden):
+            super().__init__()
+            self.conv_more = Conv2dReLU(hidden, 512)
+            ins, outs, skips = (512, 256, 128, 64), (256, 128, 64, 16), (512, 256, 64, 0)
+            self.blocks = nn.ModuleList(
+                DecoderBlock(*a) for a in zip(ins, outs, skips, strict=True)
+            )
+
+        def forward(self, hidden_states, features):
+            b, n, c = hidden_states.shape
+            h = w = int(np.sqrt(n))
+            x = self.conv_more(hidden_states.permute(0, 2, 1).reshape(b, c, h, w))
+            for i, block in enumerate(self.blocks):
+                x = block(x, features[i] if i < 3 else None)
+            return x
+
+    class TransUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cnn = hybrid._resnetv2((3, 4, 9), padding_same=False)
+            self.backbone = TimmViT(
+                img_size=img_size,
+                patch_size=1,
+                embed_dim=192,
+                depth=12,
+                num_heads=3,
+                num_classes=0,
+                class_token=False,
+                global_pool="",
+                embed_layer=functools.partial(hybrid.HybridEmbed, backbone=cnn),
+            )
+            self.decoder = DecoderCup(192)
+            conv = nn.Conv2d(16, num_classes, 3, padding=1)
+            self.segmentation_head = nn.Sequential(conv, nn.Identity())
+            self._skips = {}
+            for name, m in [("0", cnn.stages[1]), ("1", cnn.stages[0]), ("2", cnn.stem.norm)]:
+                m.register_forward_hook(lambda _m, _i, out, k=name: self._skips.__setitem__(k, out))
+
+        def forward(self, x):
+            hidden = self.backbone.forward_features(x)  # encoder_norm included
+            features = [self._skips[k] for k in "012"]
+            return self.segmentation_head(self.decoder(hidden, features))
+
+    return TransUNet()
+
+
+def test_transunet_matches_the_official_decoder_twin(tmp_path):
+    """TransUNet's DecoderCup, skips and segmentation head against the official code's,
+    the encoder timm's hybrid, through a saved .pth at 48x48 (3x3 tokens).
+
+    The input gradient holds to 6.0e-3 relative, not 1e-3: in float64 (jax_enable_x64, the
+    same weights) the R50 stage-2 input gradient equals torch's to 5e-15, and torch's
+    float32 equals its float64 to 2e-6, but XLA's float32 backward through the randomly
+    perturbed R50 stages differs by up to 3 % there (1.5e-2 at the encoder's tokens; 2e-5
+    on some other inputs). Measured, not explained: reported on issue 22."""
+    torch().manual_seed(0)
+    ref = _perturbed(_torch_transunet(5, 48))
+    x = np.random.default_rng(0).standard_normal((1, 48, 48, 3)).astype(np.float32)
+    record = "TransUNet: twin of Beckschen/TransUNet vit_seg_modeling.py @ 0d325fba (decoder)"
+    model = TransUNet(5, "vit_ti16", pretrain_size=48)
+    check_parity(model, ref, x, tmp_path, grad_tol=1e-2, record=record)
