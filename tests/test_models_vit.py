@@ -534,11 +534,13 @@ def test_transunet_matches_the_official_decoder_twin(tmp_path):
     """TransUNet's DecoderCup, skips and segmentation head against the official code's,
     the encoder timm's hybrid, through a saved .pth at 48x48 (3x3 tokens).
 
-    The input gradient holds to 6.0e-3 relative, not 1e-3, at a ReLU kink: in float64
+    The input gradient holds to 1e-2 relative, not 1e-3, because of ReLU kinks: in float64
     (jax_enable_x64, the same weights) the encoder's input gradient equals torch's to 5e-15,
-    but two of the R50's ReLU inputs lie within float32 rounding of zero (3e-6 in float64)
-    and take the other sign in XLA's float32 forward (one in stage 2, one in stage 3); the
-    flipped units move the input gradient by 6e-3 here (3e-2 at stage 2's output)."""
+    but here two of the R50's ReLU inputs lie within float32 rounding of zero (3e-6 in
+    float64) and take the other sign in XLA's float32 forward (one in stage 2, one in stage
+    3), which moves the input gradient by 6.3e-3. The R50 and the decoder have so many ReLUs
+    that no input tried was free of such a flip (inputs of seeds 0-3: 6.3e-3, 4.4e-3,
+    7.7e-3, 3.4e-3), so a chosen input would only hold on this platform's rounding."""
     torch().manual_seed(0)
     ref = _perturbed(_torch_transunet(5, 48))
     x = np.random.default_rng(0).standard_normal((1, 48, 48, 3)).astype(np.float32)
