@@ -10,6 +10,15 @@ mmsegmentation's SETR configs build them.
   (+ BN + ReLU) each (MLANeck); per level two 3x3 convs to 128 (+ BN + ReLU) and 4x
   upsampling, concatenated, 1x1 classifier (SETRMLAHead).
 
+Encoder as mmseg's SETR configs (and the authors' fudan-zvg/SETR): no final LayerNorm
+after the last block (each head normalises its tokens itself), and for mla the class
+token is dropped before the blocks (with_cls_token=False); both keep timm's stored layout
+apart from the unused final norm, so timm files load (its norm reported unused).
+
+State-dict names: the backbone is timm's; the heads and neck are mmseg's
+(`decode_head.up_convs.0.0.conv`, `neck.mla.channel_proj.0.bn`, `auxiliary_head.0.conv_seg`)
+through `torch_renames`; tests/test_models_vit.py holds the PyTorch twin.
+
 Auxiliary heads (aux_head=True) as the paper and mmseg: naive and pup put a head of
 their own kind on blocks 9, 14 and 19 of ViT-L ("aux0".."aux2"; naive one 1x1 conv,
 pup two 3x3 convs), mla a 1x1 classifier on each of the four aggregated levels
@@ -22,7 +31,7 @@ Counts against the paper's reported figures (Cityscapes, 19 classes, 768x768 cro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -136,6 +145,14 @@ class SETR(nn.Module):
     pretrain_size: int = 224
     dtype: Any = jnp.float32
 
+    # Flax path -> mmseg key: SETRUPHead's up_convs are (ConvModule, Upsample) pairs, the
+    # MLA neck's convs sit in its `mla` module, an FCNHead without convs is its conv_seg.
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = (
+        (r"\.up_convs\.(\d+)\.(conv|bn)\.", r".up_convs.\1.0.\2."),
+        (r"^neck\.(channel_proj|feat_extract)\.", r"neck.mla.\1."),
+        (r"^auxiliary_head\.(\d+)\.(weight|bias)$", r"auxiliary_head.\1.conv_seg.\2"),
+    )
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
         check_backbone(self.backbone)
@@ -145,6 +162,8 @@ class SETR(nn.Module):
         feats = VisionTransformer(
             self.backbone,
             self.pretrain_size,
+            drop_class_token=self.decoder == "mla",
+            final_norm=False,
             dropout_rate=0.1,
             dtype=self.dtype,
             name="backbone",
@@ -161,7 +180,7 @@ class SETR(nn.Module):
         else:
             convs, kernel, up = (1, 1, 4) if self.decoder == "naive" else (4, 3, 2)
             logits = UpHead(k, convs, kernel, up, dtype=dt, name="decode_head")(
-                feats["norm"], train
+                feats[f"block{depth - 1}"], train
             )
             if self.aux_head:
                 aux_convs = 1 if self.decoder == "naive" else 2

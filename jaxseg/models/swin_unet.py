@@ -10,11 +10,16 @@ a skip concatenation with the encoder tokens entering that level, a Linear 2C ->
 (not after the last level); LayerNorm ("norm_up"); the final 4x patch expanding (Linear
 C -> 16C without bias, 4x4 depth-to-space, LayerNorm C) and a 1x1 conv without bias.
 
+The release's checkpoints load as they are (`adapt_state_dict`; the decoder's names,
+`layers_up.1.blocks.0`, `concat_back_dim.1`, `norm_up`, `up.expand`, `output`, are the
+release's): tests/test_models_swin.py's twin.
+
 About 27 M parameters at 224x224 (paper: 27.17 M; tests/test_models_swin.py).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -68,6 +73,27 @@ class SwinUNet(nn.Module):
     dtype: Any = jnp.float32
 
     torch_renames = TORCH_RENAMES
+
+    @staticmethod
+    def adapt_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The release's checkpoints (HuCaoFighting/Swin-Unet, and the original Swin files it
+        starts from): the wrapper's "swin_unet." prefix stripped, the constant buffers
+        (relative_position_index, attn_mask: computed here) dropped, and patch merging moved
+        from the end of stage i (`layers.i.downsample`) to the start of stage i + 1, where
+        timm and this encoder keep it. timm's files pass unchanged."""
+        state = {
+            k.removeprefix("swin_unet."): v
+            for k, v in state.items()
+            if not k.endswith(("relative_position_index", "attn_mask"))
+        }
+        if not any(k.startswith("layers.0.downsample.") for k in state):
+            return state
+
+        def move(key: str) -> str:
+            m = re.match(r"layers\.(\d+)\.downsample\.", key)
+            return f"layers.{int(m[1]) + 1}.downsample.{key[m.end() :]}" if m else key
+
+        return {move(k): v for k, v in state.items()}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:

@@ -16,14 +16,16 @@ Decoder ("DecoderCup"): 3x3 conv 768 -> 512 + BN + ReLU ("conv_more"); four bloc
 2x bilinear upsampling, concatenation with the CNN feature at that stride (stride 8: 512,
 4: 256, 2: 64 channels; none at stride 1) and two 3x3 conv + BN + ReLU, to 256, 128, 64,
 16 channels; a 3x3 classifier ("segmentation_head"). The official code upsamples with
-align_corners=True; this uses the library's half-pixel bilinear.
+align_corners=True; this uses the library's half-pixel bilinear. The decoder's weights
+load under the official names (`decoder.conv_more.0`, `decoder.blocks.0.conv1.1`,
+`segmentation_head.0`; the encoder's stay timm's): tests/test_models_vit.py's twin.
 
 About 105 M parameters (paper: 105.28 M; tests/test_models_vit.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -68,7 +70,14 @@ class TransUNet(nn.Module):
     pretrain_size: int = 224
     dtype: Any = jnp.float32
 
-    torch_renames = TORCH_RENAMES
+    # The decoder under the official code's names (vit_seg_modeling.py's DecoderCup as
+    # `decoder`, Conv2dReLU = Sequential(conv, bn, relu), SegmentationHead = (conv, up)).
+    torch_renames: ClassVar[tuple[tuple[str, str], ...]] = (
+        *TORCH_RENAMES,
+        (r"^(conv_more|blocks\.\d+\.conv[12])\.conv\.", r"decoder.\1.0."),
+        (r"^(conv_more|blocks\.\d+\.conv[12])\.bn\.", r"decoder.\1.1."),
+        (r"^segmentation_head\.", "segmentation_head.0."),
+    )
 
     @staticmethod
     def adapt_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

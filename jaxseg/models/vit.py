@@ -245,11 +245,16 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT encoder. x f32[B,H,W,3] (padded to multiples of 16) ->
     {"block0".."block{L-1}": [B,h,w,D] every block's output tokens, "norm": the final
-    LayerNorm of the last block's, and for the hybrid "stem", "stage1".."stage3" (the
+    LayerNorm of the last block's (final_norm), and for the hybrid "stem", "stage1".."stage3" (the
     ResNet's features, strides 2, 4, 8, 16)}; h, w = ceil(H / 16), ceil(W / 16).
 
     The class token (class_token=True) is prepended as in timm (it attends and is attended
     to) and dropped from the features; TransUNet has none, and no position for it.
+    drop_class_token: the token and its position stay stored (timm's layout, so timm files
+    load) but the token is dropped once positions are added, before the blocks, as
+    mmseg's with_cls_token=False and SETR's VIT_MLA (SETR-MLA).
+    final_norm=False leaves out the last LayerNorm and the "norm" feature (mmseg's
+    VisionTransformer default, which SETR's heads use: they normalise the tokens themselves).
     dropout_rate: after the position embedding, the attention projection and in the MLP
     (SETR: 0.1).
     """
@@ -258,6 +263,8 @@ class VisionTransformer(nn.Module):
     pretrain_size: int = 224
     hybrid: bool = False
     class_token: bool = True
+    drop_class_token: bool = False
+    final_norm: bool = True
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
@@ -280,10 +287,13 @@ class VisionTransformer(nn.Module):
             x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, dim)).astype(self.dtype), x], 1)
             grid = jnp.concatenate([pos[:, :1], grid], axis=1)
         x = x + grid.astype(self.dtype)
+        if self.drop_class_token:
+            x, t = x[:, t:], 0
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         for i in range(depth):
             x = Block(heads, self.dropout_rate, self.dtype, name=f"blocks_{i}")(x, train)
             features[f"block{i}"] = x[:, t:].reshape(b, h, w, dim)
-        x = nn.LayerNorm(1e-6, dtype=self.dtype, name="norm")(x)
-        features["norm"] = x[:, t:].reshape(b, h, w, dim)
+        if self.final_norm:
+            x = nn.LayerNorm(1e-6, dtype=self.dtype, name="norm")(x)
+            features["norm"] = x[:, t:].reshape(b, h, w, dim)
         return features
