@@ -69,7 +69,9 @@ def _main_output(out):
     return out
 
 
-def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=None):
+def check_parity(
+    model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, grad_float64=False, record=None
+):
     """One model family against its PyTorch reference, the way a user imports weights.
 
     model: the Flax module; ref: the torch module (random BatchNorm statistics are set
@@ -79,8 +81,11 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
     gradient of sum(logits * w) (w fixed and random) with respect to x within grad_tol
     relative (of max |ref gradient|). When the reference returns a dict, its other
     entries are compared with the model's aux outputs of the same name, bounded alike.
-    `record` (e.g. "SETR-PUP: twin of ...") names the row; with JAXSEG_PARITY_LOG set,
-    the measured numbers are appended to that file as one JSON line.
+    grad_float64: the gradients of both in float64 (model.clone(dtype=float64) under
+    jax.enable_x64), for a network with so many ReLUs that in float32 one of them always
+    sits within rounding of zero and opens in one framework only (moving the gradient by
+    1e-2). `record` (e.g. "SETR-PUP: twin of ...") names the row; with JAXSEG_PARITY_LOG
+    set, the measured numbers are appended to that file as one JSON line.
     Returns {"max_abs": ..., "grad_rel": ...}.
     """
     import json
@@ -105,26 +110,34 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
     out_shape = jax.eval_shape(lambda v, y: _main_output(model.apply(v, y)), variables, x).shape
     w = np.random.default_rng(1).standard_normal(out_shape).astype(np.float32)
 
-    def loss(y, v):
-        logits = _main_output(model.apply(v, y, train=False))
-        return (logits * w).sum(), logits
+    def loss(y, v, m=model):
+        out = m.apply(v, y, train=False)
+        return (_main_output(out) * w).sum(), out
 
     # The variables are an argument, as in training: closed over, XLA:CPU folds them as
     # constants, and ResNet-50's input gradient then drifts 2e-3 (relative) from torch's
     # in f32 (1.8e-6 as an argument; both agree to 1e-14 in f64).
-    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
-    (_, logits), grad = step(jnp.asarray(x), variables)
+    (_, out), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x), variables)
+    logits = _main_output(out)
     xt = t.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
-    out = _main_output(ref(xt))
-    (out * t.from_numpy(w.transpose(0, 3, 1, 2).copy())).sum().backward()
-    expected = out.detach().numpy().transpose(0, 2, 3, 1)
+    ref_out = ref(xt)
+    expected = _main_output(ref_out).detach().numpy().transpose(0, 2, 3, 1)
+    if grad_float64:
+        with jax.enable_x64(True):
+            v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+            model64 = model.clone(dtype=jnp.float64)
+            step = jax.jit(jax.grad(lambda y, v: loss(y, v, model64)[0]))
+            grad = step(jnp.asarray(x, jnp.float64), v64)
+        ref, xt = ref.double(), t.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64))
+        xt.requires_grad_(True)
+        ref_out = ref(xt)
+    dtype = xt.dtype
+    (_main_output(ref_out) * t.from_numpy(w.transpose(0, 3, 1, 2)).to(dtype)).sum().backward()
     expected_grad = xt.grad.numpy().transpose(0, 2, 3, 1)
-    with t.no_grad():
-        ref_all = ref(xt)
-    if isinstance(ref_all, dict) and len(ref_all) > 1:
-        _, aux = jax.jit(lambda y, v: model.apply(v, y, train=False))(jnp.asarray(x), variables)
-        for key in sorted(set(ref_all) - {"out"}):
-            theirs = ref_all[key].numpy().transpose(0, 2, 3, 1)
+    if isinstance(ref_out, dict) and len(ref_out) > 1:
+        aux = out[1]
+        for key in sorted(set(ref_out) - {"out"}):
+            theirs = ref_out[key].detach().double().numpy().transpose(0, 2, 3, 1)
             aux_abs = float(np.abs(np.asarray(aux[key], np.float64) - theirs).max())
             bound = tol * max(1.0, float(np.abs(theirs).max()))
             assert aux_abs <= bound, f"aux {key!r}: max |ours - reference| = {aux_abs:.3g}"
@@ -139,6 +152,7 @@ def check_parity(model, ref, x, tmp_path, *, tol=1e-4, grad_tol=1e-3, record=Non
         with open(os.environ["JAXSEG_PARITY_LOG"], "a") as f:
             row = {"family": record, "max_abs": max_abs, "grad_rel": grad_rel}
             row["logits_max"] = float(np.abs(expected).max())
+            row["grad_dtype"] = "float64" if grad_float64 else "float32"
             f.write(json.dumps(row) + "\n")
     # f32 rounding grows with the logits (random heads under random BatchNorm reach 80):
     # the bound is tol for logits up to 1 in magnitude, tol * max |logits| beyond.
