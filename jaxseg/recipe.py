@@ -103,6 +103,11 @@ def train_iterator(
     presence of class-balanced sampling is cached (none: counted afresh).
     """
     data, loader = config.data, config.loader
+    if len(source) // jax.process_count() < batch_size:  # the user's to fix: one line
+        raise configs.ConfigError(
+            f"the train split of {data.name!r} has {len(source)} examples, fewer than one "
+            f"batch of {batch_size * jax.process_count()}: lower --config.batch_size"
+        )
     num_classes = len(source.class_names)
     probabilities = None
     if loader.repeat_threshold > 0:

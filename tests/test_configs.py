@@ -199,3 +199,19 @@ def test_stray_arguments_are_one_line_unless_the_entry_takes_them(positional, ca
         cli.parse_flags(fv, argv, prog="p", doc="")
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "p: error: unexpected argument(s) stray.png"
+
+
+def test_a_train_split_smaller_than_one_batch_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxseg.train", "--config", f"{UNET}:quick"]
+        + ["--config.data.num_train=6", "--config.batch_size=16", f"--workdir={tmp_path / 'w'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "jaxseg.train: error: the train split of 'shapes' has 6 examples, fewer than one "
+        "batch of 16: lower --config.batch_size"
+    ]
