@@ -15,6 +15,7 @@ from jaxseg.models.mit import MixVisionTransformer, drop_path
 from jaxseg.models.segformer import SegFormer, hf_to_original, is_hf_state_dict, to_original
 from tests.torch_support import (
     assert_close_relative,
+    check_parity,
     randomize_batch_norm,
     state_dict_numpy,
     torch,
@@ -232,10 +233,20 @@ def _transformers():
     return pytest.importorskip("transformers")
 
 
-def test_matches_transformers_segformer_b0(tmp_path):
-    t, tf = torch(), _transformers()
-    t.manual_seed(0)
-    ref = tf.SegformerForSemanticSegmentation(tf.SegformerConfig(num_labels=7)).eval()
+def _hf_segformer(t, tf, num_labels):
+    """transformers' SegFormer-B0 with random LayerNorms and BatchNorm, returning logits
+    upsampled to the input as SegFormer does (HF returns them at stride 4); keys unchanged."""
+
+    class Upsampled(tf.SegformerForSemanticSegmentation):
+        def forward(self, pixel_values, **kwargs):
+            out = super().forward(pixel_values, **kwargs)
+            if kwargs:
+                return out
+            return t.nn.functional.interpolate(
+                out.logits, size=pixel_values.shape[2:], mode="bilinear", align_corners=False
+            )
+
+    ref = Upsampled(tf.SegformerConfig(num_labels=num_labels)).eval()
     randomize_batch_norm(ref)
     with t.no_grad():
         for m in ref.modules():
@@ -247,16 +258,19 @@ def test_matches_transformers_segformer_b0(tmp_path):
         inner = any(s in name for s in ("patch_embeddings", "sequence_reduction", "attention."))
         if isinstance(m, t.nn.LayerNorm) and not inner:
             m.eps = 1e-6
+    return ref
 
+
+def test_matches_transformers_segformer_b0(tmp_path):
+    t, tf = torch(), _transformers()
+    t.manual_seed(0)
+    ref = _hf_segformer(t, tf, 7)
     x = np.random.default_rng(0).normal(size=(2, 37, 45, 3)).astype(np.float32)
-    with t.no_grad():
-        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2)), output_hidden_states=True)
-        # HF returns stride-4 logits; upsample them as SegFormer does.
-        expected = t.nn.functional.interpolate(
-            out.logits, size=x.shape[1:3], mode="bilinear", align_corners=False
-        )
-
     model = SegFormer(7)
+    # Logits and input gradient through a saved .pth of transformers' own key names.
+    record = f"SegFormer-B0: transformers {tf.__version__} SegformerForSemanticSegmentation"
+    check_parity(model, ref, x, tmp_path, record=record)
+
     init = _shapes(model, x)
     ref.save_pretrained(tmp_path)  # writes the hub layout (attention.self.key, linear_c.0)
     hub = pretrained.read_state_dict(tmp_path / "model.safetensors")
@@ -268,8 +282,8 @@ def test_matches_transformers_segformer_b0(tmp_path):
         converted.append(variables)
     jax.tree.map(np.testing.assert_array_equal, *converted)
 
-    logits, _ = model.apply(converted[0], x)
-    assert_close_relative(logits, expected.numpy().transpose(0, 2, 3, 1), 1e-4)
+    with t.no_grad():
+        out = ref(t.from_numpy(x.transpose(0, 3, 1, 2)), output_hidden_states=True)
     params = {"params": converted[0]["params"]["backbone"]}
     features = MixVisionTransformer().apply(params, x)
     for ours, theirs in zip(features.values(), out.hidden_states, strict=True):
