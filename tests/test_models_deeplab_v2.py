@@ -49,6 +49,8 @@ def test_deeplab_vgg_is_output_stride_8_at_odd_sizes():
 
 
 def test_deeplabv2_matches_torch_twin(tmp_path):
+    """DeepLab v2's ASPP-L (four dilated 3x3 classifiers, summed) as kazuto1011/deeplab-pytorch
+    libs/models/deeplabv2.py @ 9e7f8815 builds it, on torchvision's ResNet."""
     t, tv = torch(), torchvision()
     nn = t.nn
     t.manual_seed(0)

@@ -70,7 +70,8 @@ def test_transposed_3x3_depth_to_space_equals_plain_and_torch():
 
 
 def _torch_tiramisu(blocks, growth, num_classes):
-    """bfortuner/pytorch_tiramisu's FCDenseNet, rewritten here with the Flax names."""
+    """bfortuner/pytorch_tiramisu models/tiramisu.py @ dfc4f12a (FCDenseNet and its
+    layers), rewritten here with the Flax names."""
     t = torch()
     nn = t.nn
 

@@ -1,6 +1,6 @@
 """LiteSeg-MobileNet: the paper's parameter count, shapes at odd sizes, and forward parity
-with a PyTorch twin of the authors' release on torchvision's MobileNetV2 (skipped without
-torch)."""
+with a PyTorch twin of the authors' release (tahaemara/LiteSeg models/liteseg_mobilenet.py
+and models/aspp.py @ d7ec80bb) on torchvision's MobileNetV2."""
 
 import jax
 import jax.numpy as jnp
