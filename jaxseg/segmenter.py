@@ -112,6 +112,11 @@ class Segmenter:
             takes = ", ".join(config_checks.INFERENCE_FIELDS)
             raise configs.ConfigError(f"{bad[0]} does not act on a Segmenter; it takes {takes}")
         config = config_checks.trained_config(path, changes)
+        if config.data.channels != 3:  # images here are files and arrays of RGB
+            raise configs.ConfigError(
+                f"{path}: the run reads {config.data.channels}-channel images; Segmenter, "
+                "predict and export take RGB images (evaluate scores the run on its dataset)"
+            )
         labels = run_files.read_dataset(path)
         model = recipe.build_model(config, len(labels["class_names"]))
         mesh = sharding.make_mesh(jax.local_devices())

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from jaxseg import augment, train
+from jaxseg import augment, configs, evaluate, train
 from jaxseg.channel_stats import channel_stats
 from jaxseg.data import images, transforms
 from jaxseg.data.augment_spec import AugmentSpec
@@ -26,6 +26,7 @@ from jaxseg.models.pretrained import (
     torch_key,
     transposed_kernels,
 )
+from jaxseg.segmenter import Segmenter
 from tests.test_models import FORWARD_SIZE, FORWARD_SIZES, OPTIONS
 from tests.torch_support import torch, torchvision
 
@@ -360,3 +361,9 @@ def test_folder_of_4_band_16_bit_tiffs_trains(tmp_path):
     np.testing.assert_allclose(config["data"]["mean"], pixels.mean(0), rtol=1e-9)
     np.testing.assert_allclose(config["data"]["std"], pixels.std(0), rtol=1e-9)
     assert (workdir / "channel_stats.json").exists()
+    # evaluate scores the run on its dataset; what takes RGB files refuses it in one line
+    report = evaluate.main([f"--workdir={workdir}"])
+    in_run = [r["val/miou"] for r in records if "val/miou" in r][-1]
+    assert report["checkpoint_step"] == 2 and report["scores"]["miou"] == in_run
+    with pytest.raises(configs.ConfigError, match="4-channel images; Segmenter, predict"):
+        Segmenter.from_workdir(str(workdir))
