@@ -251,7 +251,7 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
     devices = topology_devices(name)
     if config.dtype == "auto":  # the accelerator's choice, not this (CPU) host's
         config.dtype = "bfloat16"
-    mesh = sharding.make_mesh(devices)
+    mesh = sharding.make_mesh(devices, spatial=config.mesh.spatial)
     sharding.check_batch_size(config.batch_size, mesh)
     schedule, tx = recipe.optimizer(config)
     model = recipe.build_model(config, num_classes)

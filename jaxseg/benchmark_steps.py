@@ -49,7 +49,7 @@ def step_function(config, model, tx, schedule, mesh, *, mode: str, num_classes: 
         elif config.loss.class_weight_method:  # computed from data in train.py; same cost
             class_weights = jnp.ones((num_classes,), jnp.float32)
         fn = jax.jit(
-            recipe.train_step(config, model, tx, schedule, class_weights),
+            recipe.train_step(config, model, tx, schedule, class_weights, mesh),
             in_shardings=(replicated, batch_sharding, replicated),
             out_shardings=(replicated, replicated),
             donate_argnums=0,

@@ -31,6 +31,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     _check_channels(config)
     _check_augment(config)
     _check_loss(config.loss)
+    _check_mesh(config)
     defaults = configs.base_config().eval
     if config.eval.mode == "whole":
         unused = [k for k in SLIDE_FIELDS if config.eval[k] != defaults[k]]
@@ -156,4 +157,23 @@ def _check_loss(loss) -> None:
         raise configs.ConfigError(
             f"class weights act on the terms that take them (ce, ohem, topk, ...), and "
             f"loss.terms {tuple(names)} has none of them"
+        )
+
+
+def _check_mesh(config) -> None:
+    """mesh.spatial splits the training crop's height evenly (the device count is checked
+    where the mesh is made: check_mesh)."""
+    spatial, height = config.mesh.spatial, config.data.image_size[0]
+    if spatial < 1 or height % spatial:
+        raise configs.ConfigError(
+            f"mesh.spatial={spatial} does not divide the crop height data.image_size[0]={height}"
+        )
+
+
+def check_mesh(config, devices: int) -> None:
+    """mesh.spatial (checked by check_options) also divides the device count."""
+    _check_mesh(config)
+    if devices % config.mesh.spatial:
+        raise configs.ConfigError(
+            f"mesh.spatial={config.mesh.spatial} does not divide the {devices} devices"
         )

@@ -54,6 +54,9 @@ def base_config(
     # params and optimizer state stay float32 either way.
     c.dtype = "float32"
 
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.spatial = 1  # devices sharing each crop, its height split (1: data parallel only)
+
     c.model = model_section(model)
     c.data = data_section(data)
 

@@ -269,9 +269,10 @@ def optimizer(config):
 # ---------------------------------------------------------------------------- step partials
 
 
-def train_step(config, model, tx, schedule, class_weights):
+def train_step(config, model, tx, schedule, class_weights, mesh=None):
     """steps.train_step bound to config.data and config.loss; jit it with the batch split
-    over the data axis and the state donated."""
+    over the data axis and the state donated. mesh: the crops' heights are split over its
+    spatial axis, if it has one (config.mesh.spatial > 1)."""
     loss_terms = tuple((str(name), float(w)) for name, w in config.loss.terms)
     return functools.partial(
         steps.train_step,
@@ -291,6 +292,7 @@ def train_step(config, model, tx, schedule, class_weights):
             for name, _ in loss_terms
             if name in config.loss
         ),
+        spatial_sharding=None if mesh is None else sharding.spatial_sharding(mesh),
     )
 
 
@@ -397,6 +399,13 @@ class Parts:
     abstract_state: Any
 
 
+def make_mesh(config):
+    """The run's device mesh (jaxseg.sharding.make_mesh) with config.mesh.spatial devices
+    sharing each crop; a spatial count the devices or the crop cannot take is a ConfigError."""
+    config_checks.check_mesh(config, jax.device_count())
+    return sharding.make_mesh(spatial=config.mesh.spatial)
+
+
 def build(config, *, mesh, workdir: str | None = None, progress: bool = False) -> Parts:
     """The Parts of the run config describes on mesh, validated as they are built: an option
     that would not act or a value a part refuses raises ConfigError naming its key, before
@@ -441,7 +450,7 @@ def build(config, *, mesh, workdir: str | None = None, progress: bool = False) -
         tx=tx,
         class_weights=weights,
         inference=settings,
-        train_step=train_step(config, model, tx, schedule, weights),
+        train_step=train_step(config, model, tx, schedule, weights, mesh),
         eval_step=eval_step(config, model, len(class_names), mesh, settings),
         init_state=init_state,
         abstract_state=abstract_state,

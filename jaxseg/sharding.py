@@ -1,7 +1,10 @@
 """Device mesh, shardings, and assembly of per-process batches into global arrays.
 
 One mesh axis, "data": the batch is split over every device of every process and the
-train state is replicated. Models know nothing of this.
+train state is replicated. With mesh.spatial = K > 1 the mesh is (devices / K, K) over
+("data", "spatial"): the batch is split over "data" and, inside the train step, the height of
+the images and masks over "spatial"; XLA's SPMD partitioner then splits every activation's
+height and exchanges the halos itself. Models know nothing of this.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+SPATIAL_AXIS = "spatial"
 
 
 def initialize_distributed() -> None:
@@ -23,14 +27,34 @@ def initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over all devices (jax.sharding.Mesh: automatic axis types)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+def make_mesh(devices=None, spatial: int = 1) -> Mesh:
+    """A mesh over all devices (jax.sharding.Mesh: automatic axis types): 1-D ("data",) for
+    spatial 1, exactly as without the option; else (devices / spatial, spatial) over
+    ("data", "spatial"), neighbouring devices (on one host) sharing an image."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    if spatial == 1:
+        return Mesh(devices, (DATA_AXIS,))
+    if spatial < 1 or devices.size % spatial:
+        raise ValueError(f"mesh.spatial={spatial} does not divide {devices.size} devices")
+    return Mesh(devices.reshape(-1, spatial), (DATA_AXIS, SPATIAL_AXIS))
+
+
+def spatial_size(mesh: Mesh) -> int:
+    """Devices that share one image (1 without a spatial axis)."""
+    return dict(mesh.shape).get(SPATIAL_AXIS, 1)
+
+
+def spatial_sharding(mesh: Mesh) -> NamedSharding | None:
+    """[B,H,...] arrays: batch over "data", height over "spatial"; None without a spatial
+    axis (the step then adds no constraint: today's program)."""
+    if spatial_size(mesh) == 1:
+        return None
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS, SPATIAL_AXIS))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the data axis; other axes whole."""
+    """Leading (batch) axis split over the data axis; other axes whole (with a spatial
+    axis: replicated over it; the train step splits the height itself)."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
@@ -39,12 +63,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") -> int:
-    """Returns the per-process batch; the global batch must split evenly over devices."""
-    devices = mesh.devices.size
+    """Returns the per-process batch; the global batch must split evenly over the devices
+    of the data axis (all of them without a spatial axis)."""
+    devices = mesh.shape[DATA_AXIS]
     if global_batch % devices:
+        over = f"{devices} devices"
+        if spatial_size(mesh) > 1:
+            over = f"{devices} data replicas (mesh.spatial={spatial_size(mesh)})"
         raise ValueError(
-            f"{what}={global_batch} does not split over {devices} devices; "
-            f"use a multiple of {devices}"
+            f"{what}={global_batch} does not split over {over}; use a multiple of {devices}"
         )
     return global_batch // jax.process_count()
 

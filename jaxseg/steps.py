@@ -54,6 +54,7 @@ def train_step(
     loss_options: tuple[tuple[str, tuple], ...] = (),
     keep_stats_if_nonfinite: bool = False,
     augment: AugmentSpec | None = None,
+    spatial_sharding=None,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
@@ -69,11 +70,19 @@ def train_step(
     optimizer that skips such updates: optim.skip_nonfinite).
     augment: the batch is the padded canvas of augment.backend="device" ({"image":
     u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]}), augmented here first.
+    spatial_sharding: a sharding of [B,H,...] arrays over ("data", "spatial")
+    (jaxseg.sharding.spatial_sharding): the crops' heights are split over the spatial axis,
+    and XLA's partitioner splits every activation after them the same way.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     if augment is not None:
         batch = augment_lib.augment_batch(jax.random.fold_in(dropout_rng, 1), batch, augment)
+    if spatial_sharding is not None:  # after augmentation, which may move rows across H
+        batch = {
+            k: jax.lax.with_sharding_constraint(v, spatial_sharding) if v.ndim >= 3 else v
+            for k, v in batch.items()
+        }
     images = normalize(batch["image"], mean, std)
 
     def head_loss(logits):

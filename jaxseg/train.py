@@ -50,7 +50,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     # ---- Set-up: the parts, data, lock ----------------------------------------------------
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
-    mesh = sharding.make_mesh()
+    mesh = recipe.make_mesh(config)  # config.mesh.spatial devices share each crop
     parts = recipe.build(config, mesh=mesh, workdir=workdir, progress=is_main)
     config = parts.config  # loader.num_workers resolved, and saved so
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
