@@ -78,6 +78,10 @@ class ZipIterator:
         for it, s in zip(self.iterators, states, strict=True):
             it.set_state(s.encode() if isinstance(s, str) else s)
 
+    def start_prefetch(self) -> None:  # grain's checkpoint handler calls it after a restore
+        for it in self.iterators:
+            getattr(it, "start_prefetch", lambda: None)()
+
     def close(self) -> None:
         for it in self.iterators:
             getattr(it, "close", lambda: None)()

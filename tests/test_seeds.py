@@ -31,9 +31,13 @@ def _rows(workdir):
         return [json.loads(line) for line in f]
 
 
-def test_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, capsys):
+def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, capsys):
     config = cli.load_experiment(f"{UNET}:quick", *TINY, "--config.seed=5", "--config.seeds=3")
+    # Stopped after step 3 (between log lines) and resumed: the checkpoint holds every
+    # replica and its data stream, so the resumed run still equals each seed's run alone.
+    assert train_and_evaluate(config, str(tmp_path / "three"), stop_after=3)["step"] == 3
     together = train_and_evaluate(config, str(tmp_path / "three"))
+    assert together["step"] == 4
     alone_config = cli.load_experiment(f"{UNET}:quick", *TINY, "--config.seed=6")
     alone = train_and_evaluate(alone_config, str(tmp_path / "alone"))
     # Replica 1 uses seed 5 + 1: parameters, optimizer state and BatchNorm stats bit for bit.
