@@ -205,6 +205,7 @@ def export_run(
     platforms=DEFAULT_PLATFORMS,
     overrides: dict | None = None,
     validate_count: int = 0,
+    seed_index: int | None = None,
 ) -> dict:
     """Writes the export of the run in workdir to out; returns the manifest (see doc)."""
     if output not in OUTPUTS:
@@ -213,7 +214,9 @@ def export_run(
         platforms = check_platforms(platforms)
         if validate_count:
             _check_runs_here(platforms)
-    seg = Segmenter.from_workdir(workdir, checkpoint=checkpoint, overrides=overrides)
+    seg = Segmenter.from_workdir(
+        workdir, checkpoint=checkpoint, overrides=overrides, seed_index=seed_index
+    )
     size = tuple(size or seg.config.eval.size)
     os.makedirs(out, exist_ok=True)
     manifest = {
@@ -318,6 +321,9 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string("out", None, "export directory", **define)
     flags.DEFINE_string("checkpoint", "latest", "latest, best (by val/miou) or a step", **define)
+    flags.DEFINE_integer(
+        "seed_index", None, "replica of a --config.seeds>1 run (default: best val mIoU)", **define
+    )
     flags.DEFINE_string("size", None, "input HxW (default the run's eval.size)", **define)
     flags.DEFINE_enum("output", "labels", list(OUTPUTS), "what the export returns", **define)
     flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "jax.export or ONNX", **define)
@@ -360,6 +366,7 @@ def main(argv=None) -> dict:
             platforms=tuple(fv.platforms),
             overrides=cli.overrides(fv, argv, ALLOWED),
             validate_count=fv.validate,
+            seed_index=fv.seed_index,
         )
     except (configs.ConfigError, FileNotFoundError) as e:
         cli.fail(prog, str(e))

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 
 from jaxseg import cli, seeds
+from jaxseg.evaluate import evaluate_run
+from jaxseg.segmenter import Segmenter
 from jaxseg.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +48,7 @@ def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, ca
         jax.device_get(together["state"][1]),
         jax.device_get(alone["state"]),
     )
+    alone_params = jax.device_get(alone["state"].params)
     rows, single = _rows(tmp_path / "three"), _rows(tmp_path / "alone")
     for key in ("train/loss", "train/grad_norm", "val/miou", "val/pixel_acc"):
         mine = [r for r in rows if f"{key}/seed6" in r]
@@ -62,6 +65,16 @@ def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, ca
     np.testing.assert_allclose(last["val/miou/ci95_high"], statistics.fmean(values) + half)
     table = capsys.readouterr().out
     assert "3 seeds (5, 6, 7)" in table and "val/miou " in table
+
+    # evaluate scores every replica on its own seed's split; predict/export read one of them.
+    report = evaluate_run(str(tmp_path / "three"), progress=False)
+    assert [r["scores"]["miou"] for r in report["per_seed"]] == values
+    assert report["spread"]["val/miou/ci95_high"] == last["val/miou/ci95_high"]
+    seg = Segmenter.from_workdir(str(tmp_path / "three"), seed_index=1)
+    jax.tree.map(np.testing.assert_array_equal, seg.variables["params"], alone_params)
+    best = Segmenter.from_workdir(str(tmp_path / "three"))  # default: the best val mIoU
+    best_params = jax.device_get(together["state"][int(np.argmax(values))].params)
+    jax.tree.map(np.testing.assert_array_equal, best.variables["params"], best_params)
 
 
 def test_summary_of_two_values_by_hand():
