@@ -260,20 +260,25 @@ def export_run(
             "params_as_args": params_as_args,
         }
         if params_as_args:
-            path = os.path.join(out, PARAMS)
-            tmp = path + f".tmp{os.getpid()}.npz"
-            np.savez(tmp, *leaves)
-            os.replace(tmp, path)
-            manifest |= {
-                "params_file": PARAMS,
-                "call": "exp.call([params['arr_0'], params['arr_1'], ...], images)",
-            }
+            manifest |= _write_params(out, leaves)
     if validate_count:
         manifest["validation"] = _validate_artifact(
             seg, out, size, output, fmt, validate_count, params_as_args
         )
     _write_bytes(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest
+
+
+def _write_params(out: str, leaves) -> dict:
+    """Writes the weights of a params_as_args export (atomically); its manifest entries."""
+    path = os.path.join(out, PARAMS)
+    tmp = path + f".tmp{os.getpid()}.npz"
+    np.savez(tmp, *leaves)
+    os.replace(tmp, path)
+    return {
+        "params_file": PARAMS,
+        "call": "exp.call([params['arr_0'], params['arr_1'], ...], images)",
+    }
 
 
 def _validate_artifact(seg, out, size, output, fmt, count, params_as_args) -> dict:
