@@ -15,6 +15,7 @@ k/seed<s> for each seed s. With config.seeds = 1 nothing here changes a run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -49,7 +50,7 @@ def build(config, *, mesh, workdir, progress) -> list:
     first = parts[0].config.copy_and_resolve_references()
     with first.unlocked():
         first.seeds = config.seeds
-    return [parts[0].__class__(**{**parts[0].__dict__, "config": first}), *parts[1:]]
+    return [dataclasses.replace(parts[0], config=first), *parts[1:]]
 
 
 class ZipIterator:
