@@ -26,15 +26,20 @@ import scipy.stats
 from jaxseg import configs, metrics, recipe, sharding
 
 
-def replica_configs(config) -> list:
-    """One config per replica: seed config.seed + i, seeds 1 (a single-seed run's config)."""
+def seed_list(config) -> list[int]:
+    """The replicas' seeds: config.seed + i for i < config.seeds."""
     if config.seeds < 1:
         raise configs.ConfigError(f"seeds={config.seeds} needs 1 or more")
+    return [config.seed + i for i in range(config.seeds)]
+
+
+def replica_configs(config) -> list:
+    """One config per replica: its seed from seed_list, seeds 1 (a single-seed run's config)."""
     out = []
-    for i in range(config.seeds):
+    for seed in seed_list(config):
         c = config.copy_and_resolve_references()
         with c.unlocked():
-            c.seed, c.seeds = config.seed + i, 1
+            c.seed, c.seeds = seed, 1
         out.append(c)
     return out
 
@@ -115,7 +120,7 @@ def abstract_state(parts: list):
 
 def rngs(config) -> tuple:
     """(init key(s), step key(s)): split of key(seed), per replica for seeds > 1."""
-    keys = [jax.random.split(jax.random.key(c.seed)) for c in replica_configs(config)]
+    keys = [jax.random.split(jax.random.key(seed)) for seed in seed_list(config)]
     if config.seeds == 1:
         return keys[0][0], keys[0][1]
     return tuple(k[0] for k in keys), tuple(k[1] for k in keys)

@@ -99,7 +99,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
             evaluation.evaluate(eval_fn, _variables(s), p.config, p.val_source, mesh)
             for s, p in zip(state, replicas, strict=True)
         ]
-        return seeds.combined_scores(per_seed, [p.config.seed for p in replicas])
+        return seeds.combined_scores(per_seed, seeds.seed_list(config))
 
     state, step, scores = _loop(
         state,
@@ -201,7 +201,7 @@ def _loop(
     cleanup.callback(log.close)
     bar = writer.progress_bar(config.total_steps, step, enabled=is_main)
     cleanup.callback(bar.close)
-    seed_list = [config.seed + i for i in range(config.seeds)]
+    seed_list = seeds.seed_list(config)
     meter = StepMeter(
         config.batch_size * config.seeds,  # images/s over all replicas
         config.optim.skip_nonfinite,
