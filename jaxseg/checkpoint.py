@@ -223,14 +223,21 @@ def choose_step(path: str, which: str = "latest") -> int:
     return int(which)
 
 
-def restore_variables(path: str, step: int, target: dict) -> dict:
+def restore_variables(
+    path: str, step: int, target: dict, replica: tuple[int, int] | None = None
+) -> dict:
     """{"params", "batch_stats"} of checkpoint `step` under path (a workdir or its
     checkpoints/), and nothing else: no optimizer state or data iterator.
 
     target: the same tree of arrays or jax.ShapeDtypeStructs whose shardings say where the
     restored arrays go (whatever devices are present, not those that saved them).
+    replica: (index, count): that seed's of a seeds > 1 run, whose state is a list of
+    `count` TrainStates (orbax's partial restore refuses placeholders for the others, so
+    every replica's variables are read and all but one dropped).
     """
     directory, _ = checkpoints_dir(path, "checkpoint")
+    if replica is not None:
+        target = [target] * replica[1]
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
     with ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
@@ -243,6 +250,7 @@ def restore_variables(path: str, step: int, target: dict) -> dict:
                 )
             ),
         )["state"]
+    restored = restored if replica is None else restored[replica[0]]
     return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
 
 

@@ -160,13 +160,24 @@ def _check_loss(loss) -> None:
         )
 
 
+MAX_STRIDE = 32  # the deepest feature stride of any model in jaxseg.models
+
+
 def _check_mesh(config) -> None:
-    """mesh.spatial splits the training crop's height evenly (the device count is checked
-    where the mesh is made: check_mesh)."""
+    """mesh.spatial splits the training crop's height evenly, and leaves each device at least
+    one row of the deepest (stride 32) features (the device count is checked where the mesh
+    is made: check_mesh)."""
     spatial, height = config.mesh.spatial, config.data.image_size[0]
     if spatial < 1 or height % spatial:
         raise configs.ConfigError(
             f"mesh.spatial={spatial} does not divide the crop height data.image_size[0]={height}"
+        )
+    # Below one row a device, XLA's partitioner counted a depthwise conv's kernel gradient
+    # once per device (SegFormer at 32 rows: 2x and 4x at spatial 2 and 4; jax 0.10.2).
+    if height < MAX_STRIDE * spatial:
+        raise configs.ConfigError(
+            f"mesh.spatial={spatial} needs data.image_size[0] >= {MAX_STRIDE * spatial} "
+            f"({MAX_STRIDE} rows a device, the models' deepest stride); got {height}"
         )
 
 

@@ -43,6 +43,9 @@ def base_config(
     whose options make up the model, data and loss.<term> sections."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # seeds parameter init, data order, augmentation and dropout
+    # Models trained side by side (jaxseg.seeds): replica i uses seed + i and equals the run
+    # with that seed alone; metrics.jsonl gets each seed's values, mean, std and 95 % CI.
+    c.seeds = 1
     c.total_steps = 2000  # optimizer steps in the whole run (the schedule spans them)
     c.batch_size = 16  # global batch, split over all devices of all processes
     c.log_every = 50  # steps between train-metric lines in metrics.jsonl

@@ -13,7 +13,9 @@ saved config (data.mean and data.std belong to the trained model and cannot chan
 
 Prints the per-class table and writes <workdir>/eval/<split>_step<N>_<mode>[_crf].json (or --out):
 every score, the confusion matrix, the checkpoint step, the inference settings, images/s and
-versions; and beside it a PNG of the row-normalised confusion matrix.
+versions; and beside it a PNG of the row-normalised confusion matrix. A run of
+--config.seeds=N is scored replica by replica, each on its own seed's split: the JSON adds
+"per_seed" and "spread" (mean, std, 95 % t interval per score) and the table shows them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import shlex
 import sys
 
 import jax
+import numpy as np
 from absl import flags
 
 from jaxseg import (
@@ -33,6 +36,7 @@ from jaxseg import (
     metrics,
     provenance,
     recipe,
+    seeds,
     sharding,
     visualize,
 )
@@ -61,25 +65,29 @@ def evaluate_run(
     class_names = labels["class_names"]
     mesh = sharding.make_mesh()
     model = recipe.build_model(config, len(class_names))
-    variables, step = recipe.inference_variables(config, model, workdir, checkpoint, mesh)
-
-    # ---- The split --------------------------------------------------------------------------
-    source = recipe.make_source(config, split)
-    if tuple(source.class_names) != class_names:
-        raise configs.ConfigError(
-            f"the {split} split's classes {list(source.class_names)} are not the run's "
-            f"{list(class_names)}"
-        )
-
-    # ---- Evaluate: the training step's evaluation, jitted with explicit shardings ----------
     settings = recipe.inference_settings(config, mesh.devices.size)
     eval_fn = evaluation.jit_eval_step(
         recipe.eval_step(config, model, len(class_names), mesh, settings), mesh
     )
-    timing = {}
-    scores = evaluation.evaluate(
-        eval_fn, variables, config, source, mesh, progress=progress, timing=timing
-    )
+
+    # ---- Evaluate each replica (one unless config.seeds > 1) on its seed's split ----------
+    per_seed, timing = [], {}
+    for index, seeded in enumerate(seeds.replica_configs(config)):  # seed + index's split
+        variables, step = recipe.inference_variables(
+            config, model, workdir, checkpoint, mesh, index if config.seeds > 1 else None
+        )
+        source = recipe.make_source(seeded, split)
+        if tuple(source.class_names) != class_names:
+            raise configs.ConfigError(
+                f"the {split} split's classes {list(source.class_names)} are not the run's "
+                f"{list(class_names)}"
+            )
+        per_seed.append(
+            evaluation.evaluate(
+                eval_fn, variables, seeded, source, mesh, progress=progress, timing=timing
+            )
+        )
+    scores = per_seed[0]
 
     # ---- Report --------------------------------------------------------------------------
     report = {
@@ -90,6 +98,7 @@ def evaluate_run(
         "class_names": list(class_names),
         "scores": metrics.json_scores(scores, class_names),
         "confusion": scores["confusion"].tolist(),
+        **_spread(per_seed, config, class_names),
         "inference": settings.describe()
         | {
             "size": list(config.eval.size),
@@ -111,7 +120,33 @@ def evaluate_run(
         with png.open("wb") as f:
             visualize.confusion_image(report["confusion"], class_names).save(f, format="PNG")
         report["files"] = [str(target), str(png)]
-    return report | {"table": metrics.format_table(scores, class_names)}
+    if config.seeds > 1:
+        table = seeds.format_table(seeds.combined_scores(per_seed, _seeds(config)), class_names)
+    else:
+        table = metrics.format_table(scores, class_names)
+    return report | {"table": table}
+
+
+def _seeds(config) -> list[int]:
+    return [config.seed + i for i in range(config.seeds)]
+
+
+def _spread(per_seed: list, config, class_names) -> dict:
+    """For a seeds > 1 run: "seeds", "per_seed" (each replica's scores and confusion; the
+    report's "scores" and "confusion" are the first's) and "spread": every score's mean,
+    std, 95 % t interval and per-seed values (jaxseg.seeds.flat_scores)."""
+    if config.seeds == 1:
+        return {}
+    combined = seeds.combined_scores(per_seed, _seeds(config))
+    flat = seeds.flat_scores(combined, class_names)
+    return {
+        "seeds": _seeds(config),
+        "per_seed": [
+            {"scores": metrics.json_scores(s, class_names), "confusion": s["confusion"].tolist()}
+            for s in per_seed
+        ],
+        "spread": {k: None if np.isnan(v) else float(v) for k, v in flat.items()},
+    }
 
 
 def _flags(argv) -> flags.FlagValues:

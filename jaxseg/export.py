@@ -205,6 +205,7 @@ def export_run(
     platforms=DEFAULT_PLATFORMS,
     overrides: dict | None = None,
     validate_count: int = 0,
+    seed_index: int | None = None,
 ) -> dict:
     """Writes the export of the run in workdir to out; returns the manifest (see doc)."""
     if output not in OUTPUTS:
@@ -213,7 +214,9 @@ def export_run(
         platforms = check_platforms(platforms)
         if validate_count:
             _check_runs_here(platforms)
-    seg = Segmenter.from_workdir(workdir, checkpoint=checkpoint, overrides=overrides)
+    seg = Segmenter.from_workdir(
+        workdir, checkpoint=checkpoint, overrides=overrides, seed_index=seed_index
+    )
     size = tuple(size or seg.config.eval.size)
     os.makedirs(out, exist_ok=True)
     manifest = {
@@ -257,20 +260,25 @@ def export_run(
             "params_as_args": params_as_args,
         }
         if params_as_args:
-            path = os.path.join(out, PARAMS)
-            tmp = path + f".tmp{os.getpid()}.npz"
-            np.savez(tmp, *leaves)
-            os.replace(tmp, path)
-            manifest |= {
-                "params_file": PARAMS,
-                "call": "exp.call([params['arr_0'], params['arr_1'], ...], images)",
-            }
+            manifest |= _write_params(out, leaves)
     if validate_count:
         manifest["validation"] = _validate_artifact(
             seg, out, size, output, fmt, validate_count, params_as_args
         )
     _write_bytes(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest
+
+
+def _write_params(out: str, leaves) -> dict:
+    """Writes the weights of a params_as_args export (atomically); its manifest entries."""
+    path = os.path.join(out, PARAMS)
+    tmp = path + f".tmp{os.getpid()}.npz"
+    np.savez(tmp, *leaves)
+    os.replace(tmp, path)
+    return {
+        "params_file": PARAMS,
+        "call": "exp.call([params['arr_0'], params['arr_1'], ...], images)",
+    }
 
 
 def _validate_artifact(seg, out, size, output, fmt, count, params_as_args) -> dict:
@@ -318,6 +326,9 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_string("workdir", None, "a jaxseg.train run directory", **define)
     flags.DEFINE_string("out", None, "export directory", **define)
     flags.DEFINE_string("checkpoint", "latest", "latest, best (by val/miou) or a step", **define)
+    flags.DEFINE_integer(
+        "seed_index", None, "replica of a --config.seeds>1 run (default: best val mIoU)", **define
+    )
     flags.DEFINE_string("size", None, "input HxW (default the run's eval.size)", **define)
     flags.DEFINE_enum("output", "labels", list(OUTPUTS), "what the export returns", **define)
     flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "jax.export or ONNX", **define)
@@ -360,6 +371,7 @@ def main(argv=None) -> dict:
             platforms=tuple(fv.platforms),
             overrides=cli.overrides(fv, argv, ALLOWED),
             validate_count=fv.validate,
+            seed_index=fv.seed_index,
         )
     except (configs.ConfigError, FileNotFoundError) as e:
         cli.fail(prog, str(e))

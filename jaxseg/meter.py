@@ -10,8 +10,8 @@ import numpy as np
 
 
 class StepMeter:
-    """Collects each step's device metrics {"loss", "grad_norm", "lr", "finite"} and turns
-    them into log lines.
+    """Collects each step's device metrics {"loss", "grad_norm", "lr", "finite"} (scalars,
+    or f32[N] with N seeds: jaxseg.seeds) and turns them into log lines (a list per seed).
 
     Metrics stay on the device until `settle` fetches them (at the log cadence and before a
     save: no per-step sync). The unlogged window travels with each checkpoint (`saved`)
@@ -54,11 +54,16 @@ class StepMeter:
             return
         fetched, self.pending = jax.device_get(self.pending), []
         for offset, m in enumerate(fetched):
-            self.in_a_row = 0 if m["finite"] else self.in_a_row + 1
-            self.skipped += not m["finite"]
+            finite = bool(np.all(m["finite"]))  # every seed's (jaxseg.seeds)
+            self.in_a_row = 0 if finite else self.in_a_row + 1
+            self.skipped += not finite
             if self.in_a_row > self.skip_nonfinite:  # optax would apply the next one
                 raise FloatingPointError(self._nonfinite(step - len(fetched) + offset + 1, m))
-        self.window += [{k: float(m[k]) for k in ("loss", "grad_norm", "lr")} for m in fetched]
+        # A float, or a list of one per seed (seeds > 1): JSON-able for the checkpoint.
+        self.window += [
+            {k: np.asarray(m[k], np.float64).tolist() for k in ("loss", "grad_norm", "lr")}
+            for m in fetched
+        ]
 
     def _nonfinite(self, bad: int, m: dict) -> str:
         skipped = (
@@ -72,9 +77,8 @@ class StepMeter:
             if self.last_good is not None
             else "no checkpoint was saved before it"
         )
-        return (
-            f"non-finite loss or gradient at step {bad} (loss {float(m['loss'])}{skipped}); {where}"
-        )
+        loss = np.asarray(m["loss"]).tolist()  # a list with several seeds
+        return f"non-finite loss or gradient at step {bad} (loss {loss}{skipped}); {where}"
 
     def line(self, step: int) -> dict | None:
         """The log line of the settled window ending at `step` (None when empty): mean loss
@@ -85,12 +89,12 @@ class StepMeter:
         images = (step - start) * self.batch_size
         per_second = images / (time.perf_counter() - started) if images else float("nan")
 
-        def mean(key):
-            return float(np.mean(np.asarray([m[key] for m in self.window], np.float32)))
+        def mean(key):  # a float, or a list of one per seed
+            return np.mean(np.asarray([m[key] for m in self.window], np.float32), axis=0).tolist()
 
         line = {
             "train/loss": mean("loss"),
-            "train/lr": self.window[-1]["lr"],
+            "train/lr": np.asarray(self.window[-1]["lr"]).tolist(),
             "train/grad_norm": mean("grad_norm"),
             "train/img_per_sec": per_second,
         }

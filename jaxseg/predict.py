@@ -321,6 +321,9 @@ def _flags(argv) -> flags.FlagValues:
     )
     flags.DEFINE_string("out", None, "output directory", **define)
     flags.DEFINE_string("checkpoint", "latest", "latest, best (by val/miou) or a step", **define)
+    flags.DEFINE_integer(
+        "seed_index", None, "replica of a --config.seeds>1 run (default: best val mIoU)", **define
+    )
     flags.DEFINE_float("opacity", 0.5, "overlay: weight of the class colours", 0.0, 1.0, **define)
     flags.DEFINE_bool("probs", False, "also write float16 softmax probabilities (.npz)", **define)
     flags.DEFINE_bool("overwrite", False, "predict inputs whose outputs exist again", **define)
@@ -370,7 +373,7 @@ def main(argv=None) -> dict:
             batch_size, max_pixels = 1, fv.max_pixels or MAX_PIXELS
         else:
             segmenter = Segmenter.from_workdir(
-                fv.workdir, checkpoint=fv.checkpoint, overrides=overrides
+                fv.workdir, checkpoint=fv.checkpoint, overrides=overrides, seed_index=fv.seed_index
             )
             # Slide mode batches windows (eval.window_batch), so one image at a time suffices.
             slide = segmenter.settings.mode == "slide"

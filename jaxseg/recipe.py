@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -348,9 +349,30 @@ def eval_step(config, model, num_classes: int, mesh, settings: inference.Setting
     )
 
 
-def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dict, int]:
+def best_seed_index(config, path: str) -> int:
+    """The replica of a seeds > 1 run in workdir `path` with the highest val mIoU in the last
+    evaluation of its metrics.jsonl (0 when it holds none)."""
+    names = [f"val/miou/seed{config.seed + i}" for i in range(config.seeds)]
+    log = run_files.path(path, "metrics.jsonl")
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    scored = [r for r in rows if names[0] in r]
+    if not scored:
+        return 0
+    return int(np.nanargmax([scored[-1][n] for n in names]))
+
+
+def inference_variables(
+    config, model, path: str, which: str, mesh, seed_index: int | None = None
+) -> tuple[dict, int]:
     """({"params", "batch_stats"} replicated over mesh, step) of checkpoint `which` ("latest",
-    "best" or a step) of the run in workdir `path`; no optimizer state is read."""
+    "best" or a step) of the run in workdir `path`; no optimizer state is read. seed_index:
+    the replica of a seeds > 1 run (jaxseg.seeds; default best_seed_index)."""
+    if seed_index is not None and not 0 <= seed_index < config.seeds:
+        raise configs.ConfigError(
+            f"--seed_index={seed_index}: the run in {path} trained seeds={config.seeds}"
+        )
+    if config.seeds > 1 and seed_index is None:
+        seed_index = best_seed_index(config, path)
     replicated = sharding.replicated(mesh)
     shapes = jax.eval_shape(
         lambda: model.init(
@@ -364,7 +386,8 @@ def inference_variables(config, model, path: str, which: str, mesh) -> tuple[dic
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), target
     )
     step = checkpoint.choose_step(path, str(which))
-    return checkpoint.restore_variables(path, step, target), step
+    replica = (seed_index, config.seeds) if config.seeds > 1 else None
+    return checkpoint.restore_variables(path, step, target, replica), step
 
 
 # ------------------------------------------------------------------------------- the build

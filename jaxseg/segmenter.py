@@ -96,9 +96,16 @@ class Segmenter:
 
     @classmethod
     def from_workdir(
-        cls, path: str, *, checkpoint: str = "latest", overrides: dict | None = None, **sections
+        cls,
+        path: str,
+        *,
+        checkpoint: str = "latest",
+        overrides: dict | None = None,
+        seed_index: int | None = None,
+        **sections,
     ) -> Segmenter:
-        """The run in workdir `path` at checkpoint "latest", "best" or a step number.
+        """The run in workdir `path` at checkpoint "latest", "best" or a step number; of a
+        seeds > 1 run, replica seed_index (default: the best by val mIoU).
 
         overrides: {"eval.mode": "slide", ...} on top of the saved config; or per section,
         e.g. eval={"mode": "slide", "crop_size": (256, 256)}: the inference settings
@@ -120,7 +127,9 @@ class Segmenter:
         labels = run_files.read_dataset(path)
         model = recipe.build_model(config, len(labels["class_names"]))
         mesh = sharding.make_mesh(jax.local_devices())
-        variables, step = recipe.inference_variables(config, model, path, checkpoint, mesh)
+        variables, step = recipe.inference_variables(
+            config, model, path, checkpoint, mesh, seed_index
+        )
         return cls(
             model,
             variables,

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from jaxseg import checkpoint, cli, configs, evaluation, metrics, recipe, sharding, writer
+from jaxseg import checkpoint, cli, configs, evaluation, recipe, seeds, sharding, writer
 from jaxseg import workdir as run_files
 from jaxseg.meter import StepMeter
 from jaxseg.models.pretrained import load_pretrained
@@ -51,12 +51,11 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     mesh = recipe.make_mesh(config)  # config.mesh.spatial devices share each crop
-    parts = recipe.build(config, mesh=mesh, workdir=workdir, progress=is_main)
+    replicas = seeds.build(config, mesh=mesh, workdir=workdir, progress=is_main)  # 1 per seed
+    parts = replicas[0]
     config = parts.config  # loader.num_workers resolved, and saved so
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
-    train_iter = recipe.train_iterator(
-        config, parts.train_source, local_batch, workdir=workdir, progress=is_main
-    )
+    train_iter = seeds.train_iterator(replicas, local_batch, workdir=workdir, progress=is_main)
     cleanup.callback(getattr(train_iter, "close", lambda: None))  # threads, worker processes
     if is_main:  # one run per workdir (nothing but the class weight cache is written before)
         cleanup.callback(run_files.RunLock(workdir).release)
@@ -71,12 +70,14 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
         changes = run_files.check_resume_config(workdir, config, resumable, allow_config_change)
         if changes:
             say(f"resuming with changed settings: {', '.join(changes)} (config_changes.jsonl)")
-    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    state, start_step = initial_state(parts, manager, train_iter, init_rng, say)
+    init_rng, step_rng = seeds.rngs(config)  # a tuple of keys for seeds > 1
+    state, start_step = initial_state(replicas, manager, train_iter, init_rng, say)
     if is_main:  # the workdir alone rebuilds the model and labels its output (jaxseg.workdir)
         run_files.write(workdir, config, parts.train_source)
     say(
-        f"jaxseg: {config.model.name} with {count_params(state.params):,} params on "
+        f"jaxseg: {config.model.name} with {count_params(parts.abstract_state.params):,} params "
+        + (f"x {config.seeds} seeds " if config.seeds > 1 else "")
+        + f"on "
         f"{mesh.devices.size} {jax.devices()[0].platform} device(s); "
         f"{len(parts.train_source)} train / {len(parts.val_source)} val examples; "
         f"workdir {workdir}" + (f"; resumed at step {start_step}" if start_step else ""),
@@ -89,10 +90,16 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
 
     # ---- Train, evaluate, save ---------------------------------------------------------
     train_fn, eval_fn = jit_steps(parts, mesh)
+    train_fn = train_fn if config.seeds == 1 else seeds.each(train_fn)
 
     def run_eval(state):  # jaxseg.inference with config.eval (whole, slide, TTA)
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return evaluation.evaluate(eval_fn, variables, config, parts.val_source, mesh)
+        if config.seeds == 1:
+            return evaluation.evaluate(eval_fn, _variables(state), config, parts.val_source, mesh)
+        per_seed = [  # each replica's own val split (a seeded split or synthetic set differs)
+            evaluation.evaluate(eval_fn, _variables(s), p.config, p.val_source, mesh)
+            for s, p in zip(state, replicas, strict=True)
+        ]
+        return seeds.combined_scores(per_seed, seeds.seed_list(config))
 
     state, step, scores = _loop(
         state,
@@ -113,22 +120,30 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
         scores = run_eval(state)
     checkpoint.wait(manager)
     if scores is not None and is_main:
-        print(f"validation at step {step}:\n{metrics.format_table(scores, parts.class_names)}")
+        print(f"validation at step {step}:\n{seeds.format_table(scores, parts.class_names)}")
     return {"step": step, "state": state, "scores": scores}
 
 
-def initial_state(parts, manager, train_iter, rng, say) -> tuple:
-    """(state, start step): the newest checkpoint restored into parts.abstract_state (the
-    data iterator with it), else a jitted init straight into the replicated shardings, with
-    model.pretrained's or init_from's weights loaded into it."""
-    state, step = checkpoint.restore_latest(manager, parts.abstract_state, train_iter, log=say)
+def initial_state(replicas, manager, train_iter, rng, say) -> tuple:
+    """(state, start step): the newest checkpoint restored into the abstract state (the data
+    iterator with it), else a jitted init straight into the replicated shardings, with
+    model.pretrained's or init_from's weights loaded into it. replicas: recipe.Parts, one
+    per seed; with several, the state is a tuple of one TrainState per seed (rng: a tuple)."""
+    target = seeds.abstract_state(replicas)
+    state, step = checkpoint.restore_latest(manager, target, train_iter, log=say)
     if state is not None:
         return state, step
+    if len(replicas) == 1:
+        return _fresh_state(replicas[0], rng, say), 0
+    return tuple(_fresh_state(p, key, say) for p, key in zip(replicas, rng, strict=True)), 0
+
+
+def _fresh_state(parts, rng, say):
     shardings = jax.tree.map(lambda s: s.sharding, parts.abstract_state)
     state = jax.jit(parts.init_state, out_shardings=shardings)(rng)
     config = parts.config
     if config.model.pretrained:
-        variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        variables = jax.device_get(_variables(state))
         variables = load_pretrained(
             parts.model,
             variables,
@@ -141,7 +156,11 @@ def initial_state(parts, manager, train_iter, rng, say) -> tuple:
         state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
     if config.init_from:
         state = checkpoint.load_weights(config.init_from, state)
-    return state, 0
+    return state
+
+
+def _variables(state) -> dict:
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def jit_steps(parts, mesh) -> tuple:
@@ -182,8 +201,9 @@ def _loop(
     cleanup.callback(log.close)
     bar = writer.progress_bar(config.total_steps, step, enabled=is_main)
     cleanup.callback(bar.close)
+    seed_list = seeds.seed_list(config)
     meter = StepMeter(
-        config.batch_size,
+        config.batch_size * config.seeds,  # images/s over all replicas
         config.optim.skip_nonfinite,
         carried=checkpoint.restore_log(manager, step) if step else None,
         last_good=manager.latest_step(),
@@ -191,7 +211,7 @@ def _loop(
     )
     scores = None
     while step < config.total_steps:
-        state, step_metrics = train_fn(state, sharding.to_global(next(train_iter), mesh), rng)
+        state, step_metrics = train_fn(state, seeds.to_global(next(train_iter), mesh), rng)
         meter.add(step_metrics)
         step += 1
         if meter.clock is None:  # leave compilation out of images/s (not out of the loss)
@@ -206,6 +226,7 @@ def _loop(
             meter.settle(step)  # after a non-finite streak it raises: that state is never saved
         line = meter.line(step) if logging_now else None
         if line:
+            line = seeds.expand(line, seed_list)
             log.write(step, line)
             bar.set_postfix(
                 loss=f"{line['train/loss']:.4f}", img_s=f"{line['train/img_per_sec']:.1f}"
@@ -213,7 +234,7 @@ def _loop(
         scores = None
         if (config.eval_every and step % config.eval_every == 0) or last:
             scores = run_eval(state)
-            log.write(step, metrics.flat_scores(scores, parts.class_names))
+            log.write(step, seeds.flat_scores(scores, parts.class_names))
             bar.write(
                 f"step {step}: val mIoU {scores['miou']:.4f}  pixel acc {scores['pixel_acc']:.4f}"
             )

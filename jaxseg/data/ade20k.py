@@ -85,15 +85,11 @@ def build(
     if split not in FOLDERS:
         raise ValueError("ade20k: the test images have no public masks (splits: train, val)")
     sub = FOLDERS[split]
-    images = layout.files(os.path.join(root, "images", sub), ".jpg", "ade20k", LAYOUT)
-    layout.folder(os.path.join(root, "annotations", sub), "ade20k", LAYOUT)
-    pairs = layout.pair(
-        images,
-        lambda name: os.path.join("images", sub, name + ".jpg"),
-        lambda name: os.path.join("annotations", sub, name + ".png"),
-        root,
-        "ade20k",
+    images, masks = (
+        (os.path.join("images", sub), ".jpg"),
+        (os.path.join("annotations", sub), (".png",)),
     )
+    pairs, _ = layout.folder_pairs(root, "ade20k", LAYOUT, images, masks)
     return layout.source(
         root,
         split,

@@ -13,8 +13,6 @@ with Road_marking merged into Road as in its data).
 
 from __future__ import annotations
 
-import os
-
 from jaxseg.data import layout
 from jaxseg.data.table import register
 
@@ -44,14 +42,8 @@ def build(
     invalid_to_ignore: bool = False,
 ):
     layout.check_root(root, "camvid", "the folder holding train/, trainannot/, val/, ...")
-    images = layout.files(os.path.join(root, split), ".png", "camvid", LAYOUT)
-    layout.folder(os.path.join(root, split + "annot"), "camvid", LAYOUT)
-    pairs = layout.pair(
-        images,
-        lambda name: os.path.join(split, name + ".png"),
-        lambda name: os.path.join(split + "annot", name + ".png"),
-        root,
-        "camvid",
+    pairs, _ = layout.folder_pairs(
+        root, "camvid", LAYOUT, (split, ".png"), (split + "annot", (".png",))
     )
     classes = {k: k for k in range(len(CLASS_NAMES))}
     return layout.source(

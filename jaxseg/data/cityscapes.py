@@ -52,22 +52,10 @@ def label_map(ignore_index: int) -> dict[int, int]:
 def pairs(root: str, split: str) -> tuple[list[tuple[str, str, str]], bool]:
     """(the split's (name, image, mask) pairs relative to root, whether the masks are the
     labelTrainIds files)."""
-    images = layout.files(
-        os.path.join(root, "leftImg8bit", split), _IMAGE, "cityscapes", LAYOUT, nested=True
-    )
-    keys = list(images)  # <city>/<city>_<seq>_<frame>
-    gt = os.path.join("gtFine", split)
-    layout.folder(os.path.join(root, gt), "cityscapes", LAYOUT)
-    train_ids = all(os.path.isfile(os.path.join(root, gt, k + _TRAIN_IDS)) for k in keys)
-    suffix = _TRAIN_IDS if train_ids else _IDS
-    found = layout.pair(
-        keys,
-        lambda key: os.path.join("leftImg8bit", split, key + _IMAGE),
-        lambda key: os.path.join(gt, key + suffix),
-        root,
-        "cityscapes",
-    )
-    return found, train_ids
+    images = (os.path.join("leftImg8bit", split), _IMAGE)  # keys <city>/<city>_<seq>_<frame>
+    masks = (os.path.join("gtFine", split), (_TRAIN_IDS, _IDS))  # train ids if all have them
+    found, suffix = layout.folder_pairs(root, "cityscapes", LAYOUT, images, masks, nested=True)
+    return found, suffix == _TRAIN_IDS
 
 
 @register("cityscapes")

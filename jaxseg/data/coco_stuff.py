@@ -97,18 +97,10 @@ def build(
     if split not in FOLDERS:
         raise ValueError("coco_stuff: the test images have no public masks (splits: train, val)")
     sub = FOLDERS[split]
-    images = layout.files(os.path.join(root, "images", sub), ".jpg", "coco_stuff", LAYOUT)
-    masks = os.path.join("annotations", sub)
-    layout.folder(os.path.join(root, masks), "coco_stuff", LAYOUT)
-    train_ids = all(os.path.isfile(os.path.join(root, masks, n + _TRAIN_IDS)) for n in images)
-    suffix = _TRAIN_IDS if train_ids else ".png"
-    pairs = layout.pair(
-        images,
-        lambda name: os.path.join("images", sub, name + ".jpg"),
-        lambda name: os.path.join(masks, name + suffix),
-        root,
-        "coco_stuff",
-    )
+    images = (os.path.join("images", sub), ".jpg")
+    masks = (os.path.join("annotations", sub), (_TRAIN_IDS, ".png"))  # train ids if all have
+    pairs, suffix = layout.folder_pairs(root, "coco_stuff", LAYOUT, images, masks)
+    train_ids = suffix == _TRAIN_IDS
     identity = {k: k for k in range(len(CLASS_NAMES))} | {255: ignore_index}
     return layout.source(
         root,

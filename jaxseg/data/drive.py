@@ -87,18 +87,13 @@ def build(
 ):
     layout.check_root(root, "drive", "the folder holding training/ and test/")
     sub = FOLDERS[split]
-    images = layout.files(os.path.join(root, sub, "images"), ".tif", "drive", LAYOUT)
-    layout.folder(os.path.join(root, sub, "1st_manual"), "drive", LAYOUT)
-
-    def number(key: str) -> str:  # "21_training" -> "21"
-        return key.split("_")[0]
-
-    pairs = layout.pair(
-        images,
-        lambda key: os.path.join(sub, "images", key + ".tif"),
-        lambda key: os.path.join(sub, "1st_manual", number(key) + "_manual1.gif"),
+    pairs, _ = layout.folder_pairs(
         root,
         "drive",
+        LAYOUT,
+        (os.path.join(sub, "images"), ".tif"),
+        (os.path.join(sub, "1st_manual"), ("_manual1.gif",)),
+        mask_key=lambda key: key.split("_")[0],  # "21_training" -> "21_manual1.gif"
     )
     fov = None
     if fov_ignore:

@@ -74,6 +74,39 @@ def pair(keys, image_of, mask_of, root: str, dataset: str) -> list[tuple[str, st
     return pairs
 
 
+def folder_pairs(
+    root: str,
+    dataset: str,
+    layout: str,
+    images: tuple[str, str],
+    masks: tuple[str, tuple[str, ...]],
+    *,
+    nested: bool = False,
+    mask_key=lambda key: key,
+) -> tuple[list[tuple[str, str, str]], str]:
+    """(the (name, image, mask) pairs of a folder of images and a folder of masks, the mask
+    suffix used): images = (folder relative to root, suffix), masks = (folder, suffixes in
+    order of preference: the first every image has a mask with, else the last); a mask is
+    mask_key(image key) + suffix. nested: the images sit in sub-folders (Cityscapes' cities)."""
+    image_dir, image_suffix = images
+    mask_dir, suffixes = masks
+    keys = files(os.path.join(root, image_dir), image_suffix, dataset, layout, nested=nested)
+    folder(os.path.join(root, mask_dir), dataset, layout)
+
+    def has_all(suffix: str) -> bool:
+        return all(os.path.isfile(os.path.join(root, mask_dir, mask_key(k) + suffix)) for k in keys)
+
+    suffix = next((s for s in suffixes[:-1] if has_all(s)), suffixes[-1])
+    found = pair(
+        keys,
+        lambda key: os.path.join(image_dir, key + image_suffix),
+        lambda key: os.path.join(mask_dir, mask_key(key) + suffix),
+        root,
+        dataset,
+    )
+    return found, suffix
+
+
 def read_list(path: str, dataset: str, layout: str) -> list[str]:
     """The names in a split list file (one a line, blank lines skipped; only the first
     field, as VOC's lists hold one name and some mirrors add a second column)."""

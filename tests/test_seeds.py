@@ -1,0 +1,84 @@
+"""config.seeds: N replicas in one run, each equal to its seed's run alone; their spread."""
+
+import json
+import os
+import statistics
+
+import jax
+import numpy as np
+
+from jaxseg import cli, seeds
+from jaxseg.evaluate import evaluate_run
+from jaxseg.segmenter import Segmenter
+from jaxseg.train import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNET = os.path.join(ROOT, "experiments", "unet.py")
+TINY = [
+    "--config.data.image_size=(32, 32)",
+    "--config.data.num_val=8",
+    "--config.batch_size=8",
+    "--config.eval.batch_size=8",
+    "--config.model.base_width=4",
+    "--config.total_steps=4",
+    "--config.log_every=2",
+    "--config.eval_every=0",
+    "--config.checkpoint_every=0",
+]
+T_975_DF2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, capsys):
+    config = cli.load_experiment(f"{UNET}:quick", *TINY, "--config.seed=5", "--config.seeds=3")
+    # Stopped after step 3 (between log lines) and resumed: the checkpoint holds every
+    # replica and its data stream, so the resumed run still equals each seed's run alone.
+    assert train_and_evaluate(config, str(tmp_path / "three"), stop_after=3)["step"] == 3
+    together = train_and_evaluate(config, str(tmp_path / "three"))
+    assert together["step"] == 4
+    alone_config = cli.load_experiment(f"{UNET}:quick", *TINY, "--config.seed=6")
+    alone = train_and_evaluate(alone_config, str(tmp_path / "alone"))
+    # Replica 1 uses seed 5 + 1: parameters, optimizer state and BatchNorm stats bit for bit.
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.device_get(together["state"][1]),
+        jax.device_get(alone["state"]),
+    )
+    alone_params = jax.device_get(alone["state"].params)
+    rows, single = _rows(tmp_path / "three"), _rows(tmp_path / "alone")
+    for key in ("train/loss", "train/grad_norm", "val/miou", "val/pixel_acc"):
+        mine = [r for r in rows if f"{key}/seed6" in r]
+        theirs = [r for r in single if key in r]
+        assert [r[f"{key}/seed6"] for r in mine] == [r[key] for r in theirs], key
+    # The spread, by hand: mean, sample std, mean +- t(0.975, 2) std / sqrt(3).
+    last = [r for r in rows if "val/miou" in r][-1]
+    values = [last[f"val/miou/seed{s}"] for s in (5, 6, 7)]
+    assert len(set(values)) > 1  # the seeds differ, so the interval is not trivial
+    half = T_975_DF2 * statistics.stdev(values) / np.sqrt(3)
+    np.testing.assert_allclose(last["val/miou"], statistics.fmean(values), rtol=1e-12)
+    np.testing.assert_allclose(last["val/miou/std"], statistics.stdev(values), rtol=1e-12)
+    np.testing.assert_allclose(last["val/miou/ci95_low"], statistics.fmean(values) - half)
+    np.testing.assert_allclose(last["val/miou/ci95_high"], statistics.fmean(values) + half)
+    table = capsys.readouterr().out
+    assert "3 seeds (5, 6, 7)" in table and "val/miou " in table
+
+    # evaluate scores every replica on its own seed's split; predict/export read one of them.
+    report = evaluate_run(str(tmp_path / "three"), progress=False)
+    assert [r["scores"]["miou"] for r in report["per_seed"]] == values
+    assert report["spread"]["val/miou/ci95_high"] == last["val/miou/ci95_high"]
+    seg = Segmenter.from_workdir(str(tmp_path / "three"), seed_index=1)
+    jax.tree.map(np.testing.assert_array_equal, seg.variables["params"], alone_params)
+    best = Segmenter.from_workdir(str(tmp_path / "three"))  # default: the best val mIoU
+    best_params = jax.device_get(together["state"][int(np.argmax(values))].params)
+    jax.tree.map(np.testing.assert_array_equal, best.variables["params"], best_params)
+
+
+def test_summary_of_two_values_by_hand():
+    # mean 2, std sqrt(2), t(0.975, 1) = 12.706204736174705 (tables): half 12.7062 * 1.
+    s = seeds.summary([1.0, 3.0])
+    assert (s["mean"], s["std"]) == (2.0, np.sqrt(2.0))
+    np.testing.assert_allclose(s["ci95_high"] - s["mean"], 12.706204736174705, rtol=1e-12)
