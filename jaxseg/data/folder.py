@@ -12,6 +12,7 @@ Splits come from list files of stems (`split_files`) or a seeded shuffle of all 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import operator
 import os
@@ -363,10 +364,14 @@ class FolderSource:
         return np.where(known, self._palette_classes[pos], self.ignore_index)
 
     def __repr__(self) -> str:
-        bands = "" if self.channels == 3 else f", channels={self.channels}"  # caches' key
+        # The caches' key (class weights, channel stats, class presence): the digest names the
+        # split's files, which a seeded split (and so each replica of config.seeds) changes.
+        bands = "" if self.channels == 3 else f", channels={self.channels}"
+        files = hashlib.sha1("\n".join(str(p[1]) for p in self._pairs).encode()).hexdigest()
         return (
             f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
-            f"classes={len(self.class_names)}, skipped={len(self.skipped)}{bands})"
+            f"files={files[:12]}, classes={len(self.class_names)}, "
+            f"skipped={len(self.skipped)}{bands})"
         )
 
 
