@@ -221,7 +221,12 @@ def export_run(
     os.makedirs(out, exist_ok=True)
     manifest = {
         "format": "jax.export" if fmt == "jax" else "onnx",
-        "source": {"workdir": os.path.abspath(workdir), "checkpoint_step": seg.step},
+        "source": {
+            "workdir": os.path.abspath(workdir),
+            "checkpoint_step": seg.step,
+            "seed": seg.config.seed + seg.seed_index,  # the replica's, of a seeds > 1 run
+            "seed_index": seg.seed_index,
+        },
         "model": seg.config.model.name,
         "class_names": list(seg.class_names),
         "palette": [list(c) for c in seg.palette],

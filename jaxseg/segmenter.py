@@ -86,8 +86,10 @@ class Segmenter:
         mesh=None,
         step: int | None = None,
         config=None,
+        seed_index: int = 0,
     ):
         self.model, self.variables = model, variables
+        self.seed_index = seed_index  # the replica of a config.seeds > 1 run (0: the only one)
         self.class_names, self.palette = tuple(class_names), tuple(palette)
         self.mean, self.std = tuple(mean), tuple(std)
         self.settings, self.step, self.config = settings, step, config
@@ -127,6 +129,8 @@ class Segmenter:
         labels = run_files.read_dataset(path)
         model = recipe.build_model(config, len(labels["class_names"]))
         mesh = sharding.make_mesh(jax.local_devices())
+        if config.seeds > 1 and seed_index is None:
+            seed_index = recipe.best_seed_index(config, path)
         variables, step = recipe.inference_variables(
             config, model, path, checkpoint, mesh, seed_index
         )
@@ -141,6 +145,7 @@ class Segmenter:
             mesh=mesh,
             step=step,
             config=config,
+            seed_index=seed_index or 0,
         )
 
     @staticmethod

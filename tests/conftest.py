@@ -13,7 +13,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the session (and the subprocesses tests start): the
 # suite trains the same tiny programs again and again (resume, crash and config-change
 # tests, the CLI), and a repeated U-Net run drops from about a minute of compiling to 4 s.
-# A fresh directory per session, so CI never reads another run's programs.
+# A fresh directory per session, so CI never reads another run's programs; pytest-xdist's
+# workers (`-n 2`, the README's command) inherit it from the controller, so they share it.
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402

@@ -48,6 +48,12 @@ def test_round_trip_with_jax_and_numpy_alone(membrane_run, exported):
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["class_names"] == ["membrane", "cell"]
     assert (saved["input"]["height"], saved["input"]["width"]) == SIZE
+    assert saved["source"] == {  # the run's last checkpoint, its one seed (the default 0)
+        "workdir": os.path.abspath(membrane_run[0]),
+        "checkpoint_step": 6,
+        "seed": 0,
+        "seed_index": 0,
+    }
     assert saved["output"]["kind"] == "labels" and saved["inference"]["mode"] == "whole"
     assert saved["validation"]["equal_labels"] == 1.0
     assert saved["validation"]["max_logit_diff"] < 1e-4

@@ -67,6 +67,9 @@ def test_membrane_ratio_split_is_disjoint_and_complete():
     assert [again[i]["name"] for i in range(5)] == [val[i]["name"] for i in range(5)]
     other = FolderSource(MEMBRANE, "val", split_ratio=25 / 30, seed=2, **MEMBRANE_OPTS)
     assert {other[i]["name"] for i in range(5)} != names_v
+    # The caches (class weights, channel stats) are keyed by repr: it names the split's files,
+    # so the replicas of config.seeds, whose seeds split differently, never share one.
+    assert repr(again) == repr(val) != repr(other)
     for ex in (train[0], val[4]):
         assert ex["image"].shape == (512, 512, 3) and ex["image"].dtype == np.uint8
         assert ex["mask"].shape == (512, 512) and ex["mask"].dtype == np.uint8

@@ -75,6 +75,7 @@ def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, ca
     best = Segmenter.from_workdir(str(tmp_path / "three"))  # default: the best val mIoU
     best_params = jax.device_get(together["state"][int(np.argmax(values))].params)
     jax.tree.map(np.testing.assert_array_equal, best.variables["params"], best_params)
+    assert (seg.seed_index, best.seed_index) == (1, int(np.argmax(values)))  # the manifest's
 
 
 def test_summary_of_two_values_by_hand():

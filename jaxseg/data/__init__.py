@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from jaxseg.data.folder import MEMBRANE_ROOT
+from jaxseg.data.membrane import MEMBRANE_ROOT
 from jaxseg.data.table import DATASETS, SPLITS, SUPPLIED, make_source, options, register
 
 __all__ = ["DATASETS", "MEMBRANE_ROOT", "SPLITS", "SUPPLIED", "make_source", "options", "register"]

@@ -12,6 +12,7 @@ Splits come from list files of stems (`split_files`) or a seeded shuffle of all 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import operator
 import os
@@ -363,10 +364,14 @@ class FolderSource:
         return np.where(known, self._palette_classes[pos], self.ignore_index)
 
     def __repr__(self) -> str:
-        bands = "" if self.channels == 3 else f", channels={self.channels}"  # caches' key
+        # The caches' key (class weights, channel stats, class presence): the digest names the
+        # split's files, which a seeded split (and so each replica of config.seeds) changes.
+        bands = "" if self.channels == 3 else f", channels={self.channels}"
+        files = hashlib.sha1("\n".join(str(p[1]) for p in self._pairs).encode()).hexdigest()
         return (
             f"FolderSource(root={self.root!r}, split={self.split!r}, len={len(self)}, "
-            f"classes={len(self.class_names)}, skipped={len(self.skipped)}{bands})"
+            f"files={files[:12]}, classes={len(self.class_names)}, "
+            f"skipped={len(self.skipped)}{bands})"
         )
 
 
@@ -407,45 +412,6 @@ def build(
         palette=tuple(tuple(c) for c in palette) or None,
         split_files=lists or None,
         split_ratio=split_ratio,
-        seed=seed,
-        ignore_index=ignore_index,
-        max_pixels=max_pixels,
-        skip_bad=skip_bad,
-        invalid_to_ignore=invalid_to_ignore,
-        channels=channels,
-    )
-
-
-# ISBI 2012 EM membranes: masks 0 = membrane, 255 = cell interior; images 0..24 train,
-# 25..29 validate. The data lives in shared/ beside the repository (JAXSEG_MEMBRANE overrides).
-MEMBRANE_ROOT = os.environ.get(
-    "JAXSEG_MEMBRANE",
-    os.path.normpath(
-        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "membrane")
-    ),
-)
-
-
-@register("membrane")
-def build_membrane(
-    split: str,
-    *,
-    root: str = "",
-    seed: int = 0,
-    ignore_index: int = 255,
-    max_pixels: int = 89_478_485,
-    skip_bad: bool = False,
-    invalid_to_ignore: bool = False,
-    channels: int = 3,
-):
-    if split == "test":
-        raise ValueError("the membrane dataset has no test split (train: 0..24, val: 25..29)")
-    return FolderSource(
-        root or MEMBRANE_ROOT,
-        split,
-        class_names=("membrane", "cell"),
-        value_map={0: 0, 255: 1},
-        split_files={"train": tuple(map(str, range(25))), "val": tuple(map(str, range(25, 30)))},
         seed=seed,
         ignore_index=ignore_index,
         max_pixels=max_pixels,
