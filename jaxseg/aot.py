@@ -173,6 +173,7 @@ def format_table(r: dict) -> str:
         f"jaxseg AOT: {r['model']} ({r['params']:,} params, {r['num_classes']} classes), "
         f"{r['mode']}, batch {r['batch']}, {h}x{w}, {r['dtype']}; {r['aot']} = {r['topology']}, "
         f"{r['device_count']} x {r['device_kind']} ({r['hosts']} hosts)"
+        + (f"; mesh.spatial={r['spatial']}" if r.get("spatial", 1) > 1 else "")
     )
     gib = 2.0**-30
     rows = [
@@ -269,6 +270,7 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
         "hosts": len({d.process_index for d in devices}),
+        "spatial": config.mesh.spatial,  # chips sharing each image (its height split)
         "hbm_bytes_per_chip": spec.hbm_bytes,
         "libtpu_version": libtpu_version(),
         "status": "compiled",

@@ -126,6 +126,17 @@ def test_tiny_unet_compiles_for_v5e_8(capsys, tmp_path):
 
 @pytest.mark.slow
 @needs_libtpu
+def test_spatial_partitioning_compiles_for_v5e_8(capsys, tmp_path):
+    """mesh.spatial=2 on a slice: 4 data replicas of 2 chips, each image's height split."""
+    results = tmp_path / "aot.jsonl"
+    flags = ["--target", "tpu:v5e-8", "--size", "64x64", "--config.mesh.spatial=2"]
+    record = aot.main(["--config", *TINY, *flags, f"--results={results}"])
+    assert (record["status"], record["spatial"], record["batch"]) == ("compiled", 2, 8)
+    assert "8 x TPU v5 lite (2 hosts); mesh.spatial=2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@needs_libtpu
 def test_a_model_that_does_not_fit_reports_the_xla_line_and_exits_1(capsys, tmp_path):
     results = tmp_path / "aot.jsonl"
     # 8 images of 4096x4096 per v5e chip: activations far beyond 16 GiB.
