@@ -197,9 +197,6 @@ def test_inference_modes_lower_for_cpu_cuda_and_tpu(membrane_run, overrides):
     assert jax.export.deserialize(exp.serialize()).platforms == ("cpu", "cuda", "tpu")
 
 
-# 19 s on two cores: slow, for the default suite's 15 minutes; the default suite keeps the
-# artifact test above (cpu, cuda and tpu declared and deserialised).
-@pytest.mark.slow
 def test_every_model_lowers_for_cpu_cuda_and_tpu():
     """Lowering only (no device of the kind needed): weights as arguments, shapes from
     eval_shape; no op of any model is platform-specific (no CPU-only custom call)."""

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import portpicker
-import pytest
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
 ROOT = os.path.dirname(os.path.dirname(WORKER))
@@ -93,9 +92,6 @@ def _wait_pair(tmp_path, procs, logs, tag):
             log.close()
 
 
-# 36 s on two cores: slow, for the default suite's 15 minutes (issue 24's seeds test took
-# its place); run with -m slow.
-@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step_and_both_resume(tmp_path):
     import signal
     import time

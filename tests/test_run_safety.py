@@ -262,8 +262,6 @@ def test_disk_full_during_a_save_stops_clearly_and_keeps_the_previous(tmp_path, 
     assert any(not np.array_equal(a, b) for a, b in zip(got, initialised, strict=True))
 
 
-# 24 s on two cores: slow, for the default suite's 15 minutes (run with -m slow).
-@pytest.mark.slow
 def test_twenty_runs_in_one_process_leave_no_arrays_threads_or_memory_behind(tmp_path):
     """Notebooks and sweeps run many trainings in one process: after twenty (a narrow
     model, to keep this quick), live device arrays and threads are back at the baseline and
