@@ -32,6 +32,8 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     _check_augment(config)
     _check_loss(config.loss)
     _check_mesh(config)
+    if config.seeds_vmap and config.seeds == 1:
+        raise configs.ConfigError("seeds_vmap=True acts only with seeds > 1 (seeds=1)")
     defaults = configs.base_config().eval
     if config.eval.mode == "whole":
         unused = [k for k in SLIDE_FIELDS if config.eval[k] != defaults[k]]

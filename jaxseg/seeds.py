@@ -34,12 +34,13 @@ def seed_list(config) -> list[int]:
 
 
 def replica_configs(config) -> list:
-    """One config per replica: its seed from seed_list, seeds 1 (a single-seed run's config)."""
+    """One config per replica: its seed from seed_list, seeds 1 (a single-seed run's config,
+    seeds_vmap off)."""
     out = []
     for seed in seed_list(config):
         c = config.copy_and_resolve_references()
         with c.unlocked():
-            c.seed, c.seeds = seed, 1
+            c.seed, c.seeds, c.seeds_vmap = seed, 1, False
         out.append(c)
     return out
 
@@ -54,7 +55,7 @@ def build(config, *, mesh, workdir, progress) -> list:
     ]
     first = parts[0].config.copy_and_resolve_references()
     with first.unlocked():
-        first.seeds = config.seeds
+        first.seeds, first.seeds_vmap = config.seeds, config.seeds_vmap
     return [dataclasses.replace(parts[0], config=first), *parts[1:]]
 
 
@@ -136,6 +137,28 @@ def each(train_fn):
         return tuple(s for s, _ in outs), stacked
 
     return step_all
+
+
+def vmapped(train_step, mesh):
+    """config.seeds_vmap: train_step over replicas as one program, jitted with each's
+    shardings and the states donated: (states, batches, rngs) tuples -> (states tuple,
+    metrics with f32[N] values). The tuples are stacked and split inside the program, so
+    checkpoints, evaluation and resume see the same tuple of states as with `each`."""
+    replicated, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+    def stack(trees):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+    def step_all(states, batches, keys):
+        new, metrics = jax.vmap(train_step)(stack(states), stack(batches), jnp.stack(keys))
+        return tuple(jax.tree.map(lambda a, i=i: a[i], new) for i in range(len(states))), metrics
+
+    return jax.jit(
+        step_all,
+        in_shardings=(replicated, batch, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
 
 
 def to_global(batch, mesh):

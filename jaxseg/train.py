@@ -90,7 +90,10 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
 
     # ---- Train, evaluate, save ---------------------------------------------------------
     train_fn, eval_fn = jit_steps(parts, mesh)
-    train_fn = train_fn if config.seeds == 1 else seeds.each(train_fn)
+    if config.seeds_vmap:  # one vmapped program for every replica (not bit-equal)
+        train_fn = seeds.vmapped(parts.train_step, mesh)
+    elif config.seeds > 1:  # each replica's own step, bit-equal to its seed alone
+        train_fn = seeds.each(train_fn)
 
     def run_eval(state):  # jaxseg.inference with config.eval (whole, slide, TTA)
         if config.seeds == 1:

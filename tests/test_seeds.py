@@ -6,8 +6,9 @@ import statistics
 
 import jax
 import numpy as np
+import pytest
 
-from jaxseg import cli, seeds
+from jaxseg import cli, config_checks, configs, seeds
 from jaxseg.evaluate import evaluate_run
 from jaxseg.segmenter import Segmenter
 from jaxseg.train import train_and_evaluate
@@ -49,6 +50,24 @@ def test_resumed_replica_equals_its_seed_alone_and_spread_is_logged(tmp_path, ca
         jax.device_get(alone["state"]),
     )
     alone_params = jax.device_get(alone["state"].params)
+    # seeds_vmap: the replicas in one vmapped program; not bit-equal, within f32 drift.
+    vmap_config = cli.load_experiment(
+        f"{UNET}:quick", *TINY, "--config.seed=5", "--config.seeds=3", "--config.seeds_vmap=True"
+    )
+    vmapped = train_and_evaluate(vmap_config, str(tmp_path / "vmapped"))
+    assert len(vmapped["state"]) == 3 and vmapped["step"] == 4
+    for seed in (5, 6, 7):  # each replica keeps its own seed's data, keys and losses
+        key = f"train/loss/seed{seed}"
+        mine = [r[key] for r in _rows(tmp_path / "vmapped") if key in r]
+        theirs = [r[key] for r in _rows(tmp_path / "three") if key in r][-len(mine) :]
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5)
+    # Adam moves a parameter whose gradient is within rounding of 0 by up to lr a step.
+    drift = jax.tree.map(
+        lambda a, b: float(np.max(np.abs(a - b))),
+        jax.device_get(vmapped["state"][1].params),
+        alone_params,
+    )
+    assert 0 < max(jax.tree.leaves(drift)) < 1e-3, max(jax.tree.leaves(drift))
     rows, single = _rows(tmp_path / "three"), _rows(tmp_path / "alone")
     for key in ("train/loss", "train/grad_norm", "val/miou", "val/pixel_acc"):
         mine = [r for r in rows if f"{key}/seed6" in r]
@@ -83,3 +102,9 @@ def test_summary_of_two_values_by_hand():
     s = seeds.summary([1.0, 3.0])
     assert (s["mean"], s["std"]) == (2.0, np.sqrt(2.0))
     np.testing.assert_allclose(s["ci95_high"] - s["mean"], 12.706204736174705, rtol=1e-12)
+
+
+def test_seeds_vmap_needs_several_seeds():
+    config = cli.load_experiment(f"{UNET}:quick", *TINY, "--config.seeds_vmap=True")
+    with pytest.raises(configs.ConfigError, match=r"^seeds_vmap=True acts only with seeds > 1"):
+        config_checks.check_options(config)
