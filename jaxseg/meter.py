@@ -90,7 +90,12 @@ class StepMeter:
         per_second = images / (time.perf_counter() - started) if images else float("nan")
 
         def mean(key):  # a float, or a list of one per seed
-            return np.mean(np.asarray([m[key] for m in self.window], np.float32), axis=0).tolist()
+            values = np.asarray([m[key] for m in self.window], np.float32)
+            if values.ndim == 1:
+                return float(np.mean(values))
+            # Each seed's column alone: numpy sums a 1-D array pairwise but the rows of a 2-D
+            # one in sequence, and a replica logs exactly what its seed's run alone does.
+            return [float(np.mean(np.ascontiguousarray(column))) for column in values.T]
 
         line = {
             "train/loss": mean("loss"),

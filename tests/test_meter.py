@@ -83,3 +83,25 @@ def test_the_unlogged_window_travels_with_a_checkpoint(clock):
     resumed.settle(3)
     # The first line after the resume averages steps 1-3, as an uninterrupted run's would.
     assert resumed.line(3)["train/loss"] == pytest.approx(3.0)
+
+
+def test_each_seeds_mean_is_its_own_runs_bit_for_bit(clock):
+    """A seeds=3 meter logs per seed exactly what a one-seed meter logs for that seed's
+    steps, over a window long enough (25) for numpy's pairwise sums to show."""
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(0.1, 2.0, (25, 3)).astype(np.float32)
+    together = StepMeter(batch_size=1, skip_nonfinite=0)
+    alone = [StepMeter(batch_size=1, skip_nonfinite=0) for _ in range(3)]
+    for meter in (together, *alone):
+        meter.restart_clock(0)
+    for row in losses:
+        together.add({**_m(0.0), "loss": row, "grad_norm": row, "finite": np.ones(3, bool)})
+        for meter, loss in zip(alone, row, strict=True):
+            meter.add(_m(loss, loss))
+    for meter in (together, *alone):
+        meter.settle(25)
+    clock[0] += 1.0
+    line = together.line(25)
+    assert line["train/loss"] == [a.line(25)["train/loss"] for a in alone]
+    # The single runs' values, by numpy's own pairwise sum of each column.
+    assert line["train/grad_norm"] == [float(np.mean(losses[:, i].copy())) for i in range(3)]
