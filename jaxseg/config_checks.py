@@ -176,7 +176,7 @@ def _check_mesh(config) -> None:
         )
     # Below one row a device, XLA's partitioner counted a depthwise conv's kernel gradient
     # once per device (SegFormer at 32 rows: 2x and 4x at spatial 2 and 4; jax 0.10.2).
-    if height < MAX_STRIDE * spatial:
+    if spatial > 1 and height < MAX_STRIDE * spatial:
         raise configs.ConfigError(
             f"mesh.spatial={spatial} needs data.image_size[0] >= {MAX_STRIDE * spatial} "
             f"({MAX_STRIDE} rows a device, the models' deepest stride); got {height}"

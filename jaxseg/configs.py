@@ -43,12 +43,8 @@ def base_config(
     whose options make up the model, data and loss.<term> sections."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # seeds parameter init, data order, augmentation and dropout
-    # Models trained side by side (jaxseg.seeds): replica i uses seed + i and equals the run
-    # with that seed alone; metrics.jsonl gets each seed's values, mean, std and 95 % CI.
-    c.seeds = 1
-    # seeds > 1: all replicas in one vmapped step (one program, the device kept busier),
-    # not bit-equal to the single-seed runs (about 1e-5 apart after 3 steps on CPU).
-    c.seeds_vmap = False
+    c.seeds = 1  # models side by side (jaxseg.seeds), replica i bit-equal to seed + i alone
+    c.seeds_vmap = False  # seeds > 1 in one vmapped step: not bit-equal (1e-5 after 3 steps)
     c.total_steps = 2000  # optimizer steps in the whole run (the schedule spans them)
     c.batch_size = 16  # global batch, split over all devices of all processes
     c.log_every = 50  # steps between train-metric lines in metrics.jsonl

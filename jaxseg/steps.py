@@ -37,6 +37,14 @@ def _plus_aux(loss, head_loss, shape, aux: dict, aux_weights) -> jax.Array:
     return loss
 
 
+def _split_rows(batch: dict, sharding) -> dict:
+    """Every [B,H,...] array of the batch constrained to sharding; [B] and [B,K] ones kept."""
+    return {
+        k: jax.lax.with_sharding_constraint(v, sharding) if v.ndim >= 3 else v
+        for k, v in batch.items()
+    }
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -66,23 +74,18 @@ def train_step(
     (name, ((keyword, value), ...)) pairs of their options.
     aux_weights: (aux output name, weight) pairs: each auxiliary head's logits (upsampled to
     the input size) get the same loss terms, scaled by the weight.
-    keep_stats_if_nonfinite: a non-finite step keeps the old BatchNorm statistics (with an
-    optimizer that skips such updates: optim.skip_nonfinite).
+    keep_stats_if_nonfinite: a non-finite step keeps the old BatchNorm statistics too.
     augment: the batch is the padded canvas of augment.backend="device" ({"image":
     u8[B,Hc,Wc,C], "mask": int[B,Hc,Wc], "size": i32[B,2]}), augmented here first.
-    spatial_sharding: a sharding of [B,H,...] arrays over ("data", "spatial")
-    (jaxseg.sharding.spatial_sharding): the crops' heights are split over the spatial axis,
-    and XLA's partitioner splits every activation after them the same way.
+    spatial_sharding: [B,H,...] over ("data", "spatial") (jaxseg.sharding.spatial_sharding):
+    the crops' rows split over devices, and XLA's partitioner splits every activation alike.
     Returns the new state and scalar metrics {"loss", "grad_norm", "lr", "finite"}.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     if augment is not None:
         batch = augment_lib.augment_batch(jax.random.fold_in(dropout_rng, 1), batch, augment)
     if spatial_sharding is not None:  # after augmentation, which may move rows across H
-        batch = {
-            k: jax.lax.with_sharding_constraint(v, spatial_sharding) if v.ndim >= 3 else v
-            for k, v in batch.items()
-        }
+        batch = _split_rows(batch, spatial_sharding)
     images = normalize(batch["image"], mean, std)
 
     def head_loss(logits):
