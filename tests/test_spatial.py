@@ -186,3 +186,5 @@ def test_bad_spatial_counts_are_one_line():
     with pytest.raises(ValueError, match=r"batch_size=5 does not split over 2 data replicas"):
         sharding.check_batch_size(5, mesh)
     assert sharding.make_mesh().axis_names == ("data",)  # spatial 1: today's 1-D mesh
+    # Without spatial partitioning any crop height goes: nothing is split.
+    assert dict(recipe.make_mesh(_config(size=(16, 16))).shape) == {"data": 8}
