@@ -141,18 +141,36 @@ def each(train_fn):
     return step_all
 
 
-def vmapped(train_step, mesh):
-    """config.seeds_vmap: train_step over replicas as one program, jitted with each's
-    shardings and the states donated: (states, batches, rngs) tuples -> (states tuple,
+def spreads(mesh, seeds: int) -> bool:
+    """Whether the vmapped step spreads the replicas over the devices: when their number is a
+    multiple of the data axis and no spatial axis is in use. Each device then trains whole
+    replicas on their whole batches (no gradient all-reduce between devices); otherwise every
+    replica's batch is split over the devices, as in a single-seed run."""
+    data = mesh.shape[sharding.DATA_AXIS]
+    return sharding.spatial_size(mesh) == 1 and data > 1 and seeds % data == 0
+
+
+def vmapped(train_step, mesh, seeds: int):
+    """config.seeds_vmap: train_step over the `seeds` replicas as one program, jitted with
+    each's shardings and the states donated: (states, batches, rngs) tuples -> (states tuple,
     metrics with f32[N] values). The tuples are stacked and split inside the program, so
-    checkpoints, evaluation and resume see the same tuple of states as with `each`."""
+    checkpoints, evaluation and resume see the same tuple of states as with `each`.
+
+    Where `spreads`, the stacked [N,...] replicas are split over the data axis by shard_map,
+    each device vmapping its N / devices: XLA's partitioner, given the stack sharded by a
+    constraint instead, split the grouped convolution that vmap makes of N kernels into
+    invalid ones (jax 0.10.2: output features 5 not divisible by feature_group_count 8)."""
     replicated, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    step = jax.vmap(train_step)
+    if spreads(mesh, seeds):
+        over_seeds = jax.sharding.PartitionSpec(sharding.DATA_AXIS)
+        step = jax.shard_map(step, mesh=mesh, in_specs=over_seeds, out_specs=over_seeds)
 
     def stack(trees):
         return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
     def step_all(states, batches, keys):
-        new, metrics = jax.vmap(train_step)(stack(states), stack(batches), jnp.stack(keys))
+        new, metrics = step(stack(states), stack(batches), jnp.stack(keys))
         return tuple(jax.tree.map(lambda a, i=i: a[i], new) for i in range(len(states))), metrics
 
     return jax.jit(

@@ -74,15 +74,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     state, start_step = initial_state(replicas, manager, train_iter, init_rng, say)
     if is_main:  # the workdir alone rebuilds the model and labels its output (jaxseg.workdir)
         run_files.write(workdir, config, parts.train_source)
-    say(
-        f"jaxseg: {config.model.name} with {count_params(parts.abstract_state.params):,} params "
-        + (f"x {config.seeds} seeds " if config.seeds > 1 else "")
-        + f"on "
-        f"{mesh.devices.size} {jax.devices()[0].platform} device(s); "
-        f"{len(parts.train_source)} train / {len(parts.val_source)} val examples; "
-        f"workdir {workdir}" + (f"; resumed at step {start_step}" if start_step else ""),
-        flush=True,
-    )
+    say(_headline(config, parts, mesh, workdir, start_step), flush=True)
     if parts.class_weights is not None and config.loss.class_weight_method:
         say(
             f"class weights ({config.loss.class_weight_method}): {np.round(parts.class_weights, 3)}"
@@ -91,7 +83,7 @@ def _train(config, workdir, cleanup, stop_after, allow_config_change) -> dict:
     # ---- Train, evaluate, save ---------------------------------------------------------
     train_fn, eval_fn = jit_steps(parts, mesh)
     if config.seeds_vmap:  # one vmapped program for every replica (not bit-equal)
-        train_fn = seeds.vmapped(parts.train_step, mesh)
+        train_fn = seeds.vmapped(parts.train_step, mesh, config.seeds)
     elif config.seeds > 1:  # each replica's own step, bit-equal to its seed alone
         train_fn = seeds.each(train_fn)
 
@@ -164,6 +156,19 @@ def _fresh_state(parts, rng, say):
 
 def _variables(state) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _headline(config, parts, mesh, workdir: str, start_step: int) -> str:
+    """The run's first line: model, parameters, seeds, devices, data, workdir."""
+    seeds_part = f"x {config.seeds} seeds " if config.seeds > 1 else ""
+    if config.seeds_vmap and seeds.spreads(mesh, config.seeds):
+        seeds_part += "(spread over the devices) "
+    return (
+        f"jaxseg: {config.model.name} with {count_params(parts.abstract_state.params):,} params "
+        f"{seeds_part}on {mesh.devices.size} {jax.devices()[0].platform} device(s); "
+        f"{len(parts.train_source)} train / {len(parts.val_source)} val examples; "
+        f"workdir {workdir}" + (f"; resumed at step {start_step}" if start_step else "")
+    )
 
 
 def jit_steps(parts, mesh) -> tuple:
