@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import time
 from typing import NamedTuple
@@ -154,6 +155,13 @@ def memory(compiled) -> dict:
     return out
 
 
+def rematerialized(compiled) -> int:
+    """Instructions XLA recomputed to fit the device's memory (named `<op>.remat<k>` or
+    `.remat_compressed` in the compiled HLO): a program at or near its HBM fits by
+    recomputing, so its memory figure is what rematerialization left, not its footprint."""
+    return len(re.findall(r"^\s*(?:ROOT )?%[\w.\-]+\.remat\w* = ", compiled.as_text(), re.M))
+
+
 def libtpu_version() -> str | None:
     """The installed libtpu's version, None without one."""
     from importlib import metadata
@@ -191,6 +199,7 @@ def format_table(r: dict) -> str:
             ("  outputs GiB", cell(m["output_bytes"], ".3f", gib)),
             ("  aliased GiB", cell(m["alias_bytes"], ".3f", gib)),
             ("  temporaries GiB", cell(m["temp_bytes"], ".3f", gib)),
+            ("rematerialized ops", cell(r.get("rematerialized"), ".0f")),
             ("GFLOP/step", cell(r["flops_per_step"], ".1f", 1e-9)),
             ("GFLOP/step/chip", cell(r["flops_per_device"], ".1f", 1e-9)),
         ]
@@ -237,6 +246,7 @@ def _compile(record: dict, lowered, spec: Slice, devices: int) -> dict:
         record["compile_s"] = time.perf_counter() - start
     record["memory"] = memory(compiled)
     record["memory_share"] = record["memory"]["total_bytes"] / spec.hbm_bytes
+    record["rematerialized"] = rematerialized(compiled)
     device_flops = flops_of(compiled)  # the per-device (partitioned) program
     record["flops_per_device"] = device_flops
     record["flops_per_step"] = device_flops * devices if device_flops else None
@@ -279,6 +289,7 @@ def aot_step(config, *, target: str, mode: str, num_classes: int) -> dict:
         "compile_s": None,
         "memory": None,
         "memory_share": None,
+        "rematerialized": None,
         "flops_per_step": None,
         "flops_per_device": None,
     }
