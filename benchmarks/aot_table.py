@@ -13,11 +13,12 @@ NAMES = {
     ("deeplabv3plus", "resnet50", 16): "DeepLabV3+ R50 OS16",
     ("segformer", "mit_b5", None): "SegFormer-B5",
     ("segformer", "mit_b2", None): "SegFormer-B2",
+    ("segformer", "mit_b0", None): "SegFormer-B0",
 }
 HEADER = (
     "| slice | model | mesh.spatial | data replicas | global batch | images per data replica "
-    "| status | memory GiB/chip (share of HBM) | temporaries GiB | XLA's need when out of "
-    "memory | lower + compile s |"
+    "| status | memory GiB/chip (share of HBM) | temporaries GiB | rematerialized ops "
+    "| XLA's need when out of memory | lower + compile s |"
 )
 
 
@@ -44,8 +45,10 @@ def row(record: dict) -> str:
     if record["status"] == "compiled":
         total = f"{mem['total_bytes'] / 2**30:.2f} ({record['memory_share']:.1%})"
         temp, need = f"{mem['temp_bytes'] / 2**30:.2f}", ""
+        remat = record.get("rematerialized")
+        remat = "not recorded" if remat is None else remat  # records before the field
     else:
-        total = temp = "-"
+        total = temp = remat = "-"
         found = re.search(r"HLO temporaries \(([\d.]+G)\)", record["error"] or "")
         need = found.group(1) if found else (record["error"] or "")[:60]
     cells = [
@@ -58,6 +61,7 @@ def row(record: dict) -> str:
         record["status"].replace("_", " "),
         total,
         temp,
+        remat,
         need,
         f"{record['lower_s']:.0f} + {record['compile_s']:.0f}",
     ]
