@@ -21,6 +21,13 @@ says otherwise).
 the device is idle exactly while the host waits: input stall = (time in next(iterator) +
 host-to-device transfer) / wall time.
 
+--profile DIR also writes the compiled step's optimized HLO (DIR/step.hlo.txt) and a
+jax.profiler trace of --profile_steps steps under DIR (TensorBoard's profile plugin or
+Perfetto open it), and prints the ten most expensive device operations (GPU kernels, TPU or
+CPU XLA ops) with their share of the step and of all ops (jaxseg.step_profile): one device
+call tells where the time goes. Options to compare go on the same command line
+(--config.model.atrous_impl=space_to_batch, --dtype, XLA_FLAGS in the environment).
+
 The other tools: `python -m jaxseg.benchmark_input` times the input pipeline alone;
 `python -m jaxseg.aot --target tpu:v5e-8` compiles the step for a TPU slice without one.
 """
@@ -36,7 +43,7 @@ import time
 import jax
 from absl import flags
 
-from jaxseg import cli, configs, losses, recipe, sharding
+from jaxseg import cli, configs, losses, recipe, sharding, step_profile
 from jaxseg.benchmark_steps import (
     append_record,
     apply_size_flags,
@@ -153,10 +160,33 @@ def _pipeline(config, mesh, run, state, *, steps: int, warmup: int) -> dict:
     }
 
 
+def _profile(compiled, run, state, batch, directory: str, steps: int, step_s: float, devices: int):
+    """--profile: the optimized HLO (step.hlo.txt) and a trace of `steps` steps under
+    directory, and the ten most expensive device operations (jaxseg.step_profile); returns
+    (the state carried on, the record's "profile")."""
+    os.makedirs(directory, exist_ok=True)
+    hlo = os.path.join(directory, "step.hlo.txt")
+    with open(hlo, "w") as f:
+        f.write(compiled.as_text())
+    state, trace = step_profile.trace_steps(lambda s: run(s, batch), state, directory, steps)
+    seconds = step_profile.op_seconds(step_profile.read_events(trace))
+    top = step_profile.top_ops(seconds, steps=steps, step_s=step_s, devices=devices)
+    return state, {"dir": directory, "hlo": hlo, "trace": trace, "steps": steps, "top": top}
+
+
 def benchmark_step(
-    config, *, mode: str, steps: int, warmup: int, num_classes: int, pipeline: bool
+    config,
+    *,
+    mode: str,
+    steps: int,
+    warmup: int,
+    num_classes: int,
+    pipeline: bool,
+    profile: str = "",
+    profile_steps: int = 3,
 ) -> dict:
-    """Compiles and times one train (or infer) step; returns the record of the run."""
+    """Compiles and times one train (or infer) step; returns the record of the run.
+    profile: a directory for the step's HLO, trace and most expensive operations."""
     mesh = sharding.make_mesh()
     model, tx, schedule, state, batch = _setup(config, mesh, mode=mode, num_classes=num_classes)
     # The step: jitted once, explicit shardings, state donated.
@@ -184,6 +214,12 @@ def benchmark_step(
         state = run(state, batch)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    profiled = None
+    if profile:  # before the pipeline, which takes the (donated) state on
+        step_s = statistics.median(times)
+        state, profiled = _profile(
+            compiled, run, state, batch, profile, profile_steps, step_s, mesh.devices.size
+        )
     described = describe(
         config, model, state.params, num_classes=num_classes, mode=mode, settings=settings
     )
@@ -201,6 +237,7 @@ def benchmark_step(
         "pipeline": (
             _pipeline(config, mesh, run, state, steps=steps, warmup=warmup) if pipeline else None
         ),
+        "profile": profiled,
     }
 
 
@@ -231,7 +268,10 @@ def format_table(r: dict) -> str:
             ("pipeline images/s", cell(p["images_per_s"], ".2f")),
             ("input stall", cell(p["input_stall"], ".3f")),
         ]
-    return "\n".join([head] + [f"  {name:<18} {value:>12}" for name, value in rows])
+    lines = [head] + [f"  {name:<18} {value:>12}" for name, value in rows]
+    if r.get("profile"):
+        lines += [f"  profile: {r['profile']['dir']}", step_profile.format_top(r["profile"]["top"])]
+    return "\n".join(lines)
 
 
 def _flags(argv) -> flags.FlagValues:
@@ -243,6 +283,14 @@ def _flags(argv) -> flags.FlagValues:
     flags.DEFINE_bool(
         "pipeline", False, "also feed the step from the real input pipeline", **define
     )
+    flags.DEFINE_string(
+        "profile",
+        "",
+        "a directory: the step's optimized HLO, a jax.profiler trace, and the ten most "
+        "expensive device operations with their share of the step",
+        **define,
+    )
+    flags.DEFINE_integer("profile_steps", 3, "steps traced by --profile", lower_bound=1, **define)
     return fv
 
 
@@ -274,6 +322,8 @@ def main(argv=None) -> dict:
         warmup=fv.warmup,
         num_classes=class_count(config, fv.classes, PROG),
         pipeline=fv.pipeline,
+        profile=fv.profile,
+        profile_steps=fv.profile_steps,
     )
     print(format_table(record), flush=True)
     append_record(record, PROG, argv, results_path(fv, argv))

@@ -4,9 +4,10 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from jaxseg import benchmark, benchmark_input, device_stats
+from jaxseg import benchmark, benchmark_input, device_stats, step_profile
 
 UNET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "unet.py"
@@ -97,8 +98,20 @@ def check_common(rows: dict, r: dict, mode: str) -> None:
 
 
 def test_train_step_and_pipeline(capsys, tmp_path):
-    rows, r = run_step_benchmark(capsys, tmp_path, "--pipeline")
+    profile = tmp_path / "profile"
+    rows, r = run_step_benchmark(capsys, tmp_path, "--pipeline", f"--profile={profile}")
     check_common(rows, r, "train")
+    # --profile (run before the pipeline takes the donated state on): the optimized HLO,
+    # a trace, and the ten most expensive XLA ops of the 8 CPU devices' threads.
+    assert (profile / "step.hlo.txt").read_text().startswith("HloModule")
+    assert r["profile"]["trace"].startswith(str(profile)) and r["profile"]["steps"] == 3
+    top = r["profile"]["top"]
+    assert len(top) == 10 and all(op["share_of_step"] > 0 for op in top)
+    per_step = [op["ms_per_step"] for op in top]
+    assert per_step == sorted(per_step, reverse=True)
+    assert 0 < sum(op["share_of_ops"] for op in top) <= 1 + 1e-9
+    ratio = [op["share_of_step"] / op["share_of_ops"] for op in top]  # one factor for all
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
     assert r["optimizer"] == "adamw"
     p = r["pipeline"]
     assert 0.0 <= p["input_stall"] <= 1.0
@@ -106,6 +119,26 @@ def test_train_step_and_pipeline(capsys, tmp_path):
     assert float(rows["input stall"]) == pytest.approx(p["input_stall"], abs=1e-3)
     # Forward, weight gradients and input gradients: about three forward passes.
     assert 2.5 < r["flops_per_step"] / unet_conv_flops() < 3.5
+
+
+def test_profile_reads_device_ops_from_a_gpu_trace():
+    # A GPU's trace in Perfetto's JSON: the host's events and the device's kernels on two
+    # streams; only the latter count, summed by name (durations in microseconds).
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+        {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/device:GPU:0"}},
+        {"ph": "X", "name": "PjitFunction(step)", "pid": 1, "tid": 7, "dur": 9000.0},
+        {"ph": "X", "name": "sm90_xmma_fprop", "pid": 2, "tid": 1, "dur": 300.0},
+        {"ph": "X", "name": "sm90_xmma_fprop", "pid": 2, "tid": 2, "dur": 100.0},
+        {"ph": "X", "name": "loop_add_fusion", "pid": 2, "tid": 1, "dur": 50.0},
+    ]
+    seconds = step_profile.op_seconds(events)
+    assert seconds == pytest.approx({"sm90_xmma_fprop": 400e-6, "loop_add_fusion": 50e-6})
+    # Two steps of 1 ms: the convolution kernel takes 0.2 ms a step, 20 %, and 400 of the
+    # 450 us of kernels.
+    (top,) = step_profile.top_ops(seconds, steps=2, step_s=1e-3, k=1)
+    assert top.pop("name") == "sm90_xmma_fprop"
+    assert top == pytest.approx({"ms_per_step": 0.2, "share_of_step": 0.2, "share_of_ops": 8 / 9})
 
 
 def test_infer_step(capsys, tmp_path):
