@@ -160,15 +160,15 @@ def _pipeline(config, mesh, run, state, *, steps: int, warmup: int) -> dict:
     }
 
 
-def _profile(compiled, run, state, batch, directory: str, steps: int, step_s: float, devices: int):
-    """--profile: the optimized HLO (step.hlo.txt) and a trace of `steps` steps under
-    directory, and the ten most expensive device operations (jaxseg.step_profile); returns
-    (the state carried on, the record's "profile")."""
+def _profile(compiled, step, state, directory: str, steps: int, step_s: float, devices: int):
+    """--profile: the optimized HLO (step.hlo.txt) and a trace of `steps` calls of
+    step(state) -> state under directory, and the ten most expensive device operations
+    (jaxseg.step_profile); returns (the state carried on, the record's "profile")."""
     os.makedirs(directory, exist_ok=True)
     hlo = os.path.join(directory, "step.hlo.txt")
     with open(hlo, "w") as f:
         f.write(compiled.as_text())
-    state, trace = step_profile.trace_steps(lambda s: run(s, batch), state, directory, steps)
+    state, trace = step_profile.trace_steps(step, state, directory, steps)
     seconds = step_profile.op_seconds(step_profile.read_events(trace))
     top = step_profile.top_ops(seconds, steps=steps, step_s=step_s, devices=devices)
     return state, {"dir": directory, "hlo": hlo, "trace": trace, "steps": steps, "top": top}
@@ -217,8 +217,9 @@ def benchmark_step(
     profiled = None
     if profile:  # before the pipeline, which takes the (donated) state on
         step_s = statistics.median(times)
+        step = functools.partial(run, batch=batch)
         state, profiled = _profile(
-            compiled, run, state, batch, profile, profile_steps, step_s, mesh.devices.size
+            compiled, step, state, profile, profile_steps, step_s, mesh.devices.size
         )
     described = describe(
         config, model, state.params, num_classes=num_classes, mode=mode, settings=settings

@@ -153,7 +153,7 @@ def test_no_spread_with_a_spatial_axis_or_one_device():
     assert not seeds.spreads(sharding.make_mesh(jax.devices()[:1]), 8)
 
 
-@pytest.mark.slow  # 8 replicas twice: about 3.5 minutes on 2 cores
+@pytest.mark.slow  # 8 replicas twice: 106 s alone on 2 cores
 def test_eight_vmapped_replicas_on_eight_devices_track_their_bit_equal_runs(tmp_path, capsys):
     runs = {}
     for vmap in (False, True):
